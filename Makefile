@@ -1,0 +1,76 @@
+# fkd: `make help` lists the targets. Variables: DATA=DIR (competition folder), PRESET=quick|default|best,
+# OFFLINE=1 (local server instead of kaggle.com), CONFIG=FILE (e.g. tuning/best.yaml), SET="lr=1e-3 epochs=5".
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fkd-installed
+FKD := $(BIN)/fkd
+export HF_HUB_OFFLINE := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+DATA ?=
+PRESET ?=
+OFFLINE ?=
+CONFIG ?=
+SET ?=
+RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
+CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s))
+
+.DEFAULT_GOAL := help
+.PHONY: help install lock test submit data practice train predict serve tune dashboard scores leaderboard bench reliability clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with everything pinned in constraints.txt (idempotent)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -c constraints.txt -e '.[test]'
+	touch $@
+
+lock: ## re-pin constraints.txt from the current .venv
+	{ echo "# What the tests ran with (make install / .ci/run install with -c constraints.txt). Regenerate: make lock"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^fkd'; } > constraints.txt
+
+test: install ## run the whole test suite, slow tests included (what CI runs)
+	$(BIN)/python -m pytest tests
+
+submit: install ## the main job: data -> train -> predict (TTA) -> upload -> score (OFFLINE=1: local server)
+	$(FKD) submit $(CFG_ARGS) $(if $(OFFLINE),--offline)
+
+data: install ## load, validate and summarise the competition data (DATA=DIR)
+	$(FKD) data --data-dir $(or $(DATA),competition/data)
+
+practice: install ## write the practice competition into competition/data/practice
+	$(FKD) practice --out competition/data/practice
+
+train: install ## K-fold training (DATA=DIR PRESET=... SET="k=v ...")
+	$(FKD) train $(CFG_ARGS)
+
+predict: install ## submission from the newest run (RUN=runs/NAME)
+	$(FKD) predict $(RUN)
+
+serve: install ## local Kaggle-compatible server on DATA (default: the practice competition)
+	$(FKD) serve $(or $(DATA),competition/data/practice)
+
+tune: install ## Optuna study (DATA=DIR, TRIALS=N, WORKERS=N)
+	$(FKD) tune $(CFG_ARGS) $(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKERS),--workers $(WORKERS))
+
+dashboard: install ## optuna-dashboard on the tuning study (PORT=8080)
+	$(FKD) dashboard $(if $(PORT),--port $(PORT))
+
+scores: install ## the submissions ledger: CV vs public vs private, best first
+	$(FKD) scores
+
+leaderboard: install ## the competition's top and where our best would rank
+	$(FKD) leaderboard
+
+bench: install ## benchmarks: parse speed, training throughput (benchmarks/)
+	$(BIN)/python benchmarks/parse.py
+	$(BIN)/python benchmarks/throughput.py
+
+clean: ## remove runs, caches and the venv (keeps submissions/)
+	rm -rf runs competition/data/.cache $(VENV)

@@ -1,0 +1,174 @@
+"""The `fkd` command line: thin commands, each building a Config or reading arguments and making one call.
+
+    $ fkd --help
+    $ fkd practice --out competition/data/practice && fkd train --data-dir competition/data/practice --preset quick
+
+Bad input prints one line (`fkd: error: ...`) and exits 2; every command ends by printing the files it wrote.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from .errors import FkdError  # noqa: E402
+
+
+def _wrote(*paths) -> None:
+    print("wrote:")
+    for p in paths:
+        print(f"  {p}")
+
+
+def _config_args(p: argparse.ArgumentParser, data_default: str | None = None) -> None:
+    p.add_argument("--data-dir", default=data_default, help="competition folder (Kaggle layout)")
+    p.add_argument("--config", help="YAML file of config fields (e.g. tuning/best.yaml)")
+    p.add_argument("--preset", choices=["quick", "default", "best"], help="preset defaults (default: default)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set lr=1e-3 --set model=convnext_atto")
+
+
+def _make_cfg(a):
+    from .config import make_config
+
+    extra = {"data_dir": a.data_dir} if getattr(a, "data_dir", None) else {}
+    return make_config(preset=a.preset, config_file=a.config, overrides=a.sets, **extra)
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_data(a):
+    from .data import cache_dir, load_data, preview, summary
+
+    d = load_data(a.data_dir)
+    print(summary(d))
+    out = Path(a.out) if a.out else cache_dir() / f"preview-{Path(a.data_dir).resolve().name}.png"
+    preview(d, out)
+    _wrote(out)
+
+
+def cmd_practice(a):
+    from .practice import make_practice
+
+    r = make_practice(a.out, seed=a.seed, n_train=a.n_train, n_test=a.n_test)
+    print(f"practice competition in {a.out}: {r['n_train']} training faces ({r['n_full_train']} fully labelled), "
+          f"{r['n_test']} test faces, {r['lookup_rows']} lookup rows")
+    print(f"mean-keypoint RMSE on its test set: {r['mean_keypoint_rmse']:.3f} px; common-only source labels the "
+          f"nose tip {r['source_gap_y']['nose_tip']:+.2f} px and the bottom lip "
+          f"{r['source_gap_y']['mouth_center_bottom_lip']:+.2f} px lower (mean y) than the full source")
+    _wrote(*r["files"])
+
+
+def cmd_score(a):
+    from .metric import score_files
+
+    r = score_files(a.submission, a.solution, a.lookup, subset=a.subset)
+    if a.json:
+        print(json.dumps(r))
+    else:
+        print(f"rmse {r['rmse']:.5f}  rmse_full {r['rmse_full']:.5f}  rmse_common {r['rmse_common']:.5f}  "
+              f"({r['rows']} rows, {r['subset']})")
+
+
+def cmd_train(a):
+    from .train import format_cv, run_cv
+
+    cfg = _make_cfg(a)
+    if a.fold is not None:
+        from .config import replace
+        cfg = replace(cfg, train_folds=(a.fold,))
+    print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.folds} folds, "
+          f"{cfg.epochs} epochs", flush=True)
+    cv = run_cv(cfg)
+    print(format_cv(cv))
+    rd = cfg.run_dir()
+    _wrote(rd / "config.yaml", rd / "cv.json", rd / "cv.txt", rd / "oof.npy",
+           *[rd / f"fold{k}" / n for k in cv["folds_trained"] for n in ("best.pt", "metrics.csv", "loss.png")])
+
+
+def cmd_predict(a):
+    from .predict import predict_run
+
+    info = predict_run(a.run_dir, tta=False if a.no_tta else None, data_dir=a.data_dir)
+    print(f"submission from {info['run']} ({len(info['folds'])} folds, TTA {'on' if info['tta'] else 'off'}), "
+          f"CV RMSE {info['cv_rmse'] if info['cv_rmse'] is None else round(info['cv_rmse'], 4)}")
+    if "local_score" in info:
+        s = info["local_score"]
+        print(f"local score against solution.csv: {s['all']['rmse']:.4f} (full {s['all']['rmse_full']:.4f}, "
+              f"common {s['all']['rmse_common']:.4f}; public {s['public']:.4f}, private {s['private']:.4f})")
+    _wrote(info["file"], str(Path(info["file"]).with_suffix(".json")), "submissions/ledger.sqlite")
+
+
+def cmd_scores(a):
+    from . import ledger
+
+    print(ledger.format_table(ledger.best_first(ledger.rows())))
+
+
+# ---------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fkd", description="Facial Keypoints Detection: data to scored submission")
+    p.add_argument("--version", action="version", version=f"fkd {__import__('fkd').__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("data", help="load, validate, cache and summarise a competition folder; preview PNG")
+    s.add_argument("--data-dir", default="competition/data", help="competition folder")
+    s.add_argument("--out", help="preview PNG path (default: competition/data/.cache/preview-<name>.png)")
+    s.set_defaults(fn=cmd_data)
+
+    s = sub.add_parser("practice", help="write the practice competition (Kaggle layout + solution.csv)")
+    s.add_argument("--out", default="competition/data/practice", help="output folder")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-train", type=int, default=2000)
+    s.add_argument("--n-test", type=int, default=500)
+    s.set_defaults(fn=cmd_practice)
+
+    s = sub.add_parser("score", help="RMSE of a submission against a solution.csv (overall and per source)")
+    s.add_argument("submission")
+    s.add_argument("--solution", required=True, help="solution.csv (RowId,Location)")
+    s.add_argument("--lookup", help="IdLookupTable.csv (default: beside the solution)")
+    s.add_argument("--subset", choices=["public", "private"], help="score one side of the leaderboard split")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("train", help="K-fold cross-validation into runs/<name>/")
+    _config_args(s)
+    s.add_argument("--fold", type=int, help="train this fold only (parallel folds on several machines)")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("predict", help="fold ensemble + flip TTA -> submissions/<time>-<run>.csv")
+    s.add_argument("run_dir")
+    s.add_argument("--no-tta", action="store_true", help="turn off horizontal-flip TTA")
+    s.add_argument("--data-dir", help="competition folder (default: the run's)")
+    s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("scores", help="the submissions ledger, best first")
+    s.set_defaults(fn=cmd_scores)
+
+    for register in _EXTRA:
+        register(sub)
+    return p
+
+
+_EXTRA: list = []  # more commands register here (kaggle side, server, tuning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except FkdError as e:
+        print(f"fkd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fkd: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""One typed, frozen Config: preset defaults <- YAML file <- `--set key=value` overrides.
+
+    >>> cfg = make_config(preset="quick", overrides=["epochs=3", "lr=1e-3"])
+    >>> cfg.epochs, cfg.lr, cfg.model
+    (3, 0.001, 'resnet18')
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import FkdError
+
+
+@dataclass(frozen=True)
+class Config:
+    # run and data
+    name: str = ""                 # run name; empty = <preset>-<model>-<hash of the config>
+    data_dir: str = "competition/data"
+    runs_dir: str = "runs"
+    preset: str = "default"
+    # model
+    model: str = "resnet18"        # a name from fkd.models.MODELS, or any timm backbone
+    head: str = "flatten"          # timm backbones: flatten (keeps the 3x3 map) | heatmap (soft-argmax) | pool
+    weights: str = ""              # optional local pretrained weights for a timm backbone (.pth/.safetensors)
+    dropout: float = 0.1
+    source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
+    # cross-validation
+    folds: int = 5
+    train_folds: tuple[int, ...] = ()   # subset of folds to train (empty = all); tuning searches on a subset
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    optimizer: str = "adamw"       # adamw | adam
+    weight_decay: float = 1e-4
+    scheduler: str = "onecycle"    # a name from fkd.train.SCHEDULERS: onecycle | cosine | plateau | constant
+    warmup: float = 0.05           # fraction of training steps spent warming up (cosine, onecycle)
+    loss: str = "mse"              # mse | smoothl1 | l1 | wing
+    grad_clip: float = 5.0         # max grad norm, 0 = off
+    ema: float = 0.0               # EMA decay of the weights (e.g. 0.998), 0 = off
+    patience: int = 0              # early stopping on fold validation RMSE, 0 = off
+    # augmentation and flips
+    aug: float = 1.0               # augmentation strength, 0 = off
+    flip_p: float = 0.5            # probability of the label-swapping horizontal flip
+    flip_const: float = 95.0       # x' = flip_const - x, shared by training and TTA
+    tta: bool = True               # horizontal-flip test-time augmentation
+    # execution
+    seed: int = 42
+    deterministic: bool = False
+    device: str = "auto"           # auto | cpu | cuda
+    amp: str = "auto"              # auto | bf16 | off
+    channels_last: bool = True
+    workers: int = -1              # data loader workers, -1 = sized to the machine
+    threads: int = 0               # torch threads, 0 = all cores
+    limit_train: int = 0           # use only the first N training rows (tests, smoke runs); 0 = all
+
+    def run_name(self) -> str:
+        return self.name or f"{self.preset}-{self.model}-{self.fingerprint()[:8]}"
+
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run_name()
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change what training produces (not where it goes or how it is run)."""
+        return hashlib.sha1(json.dumps(training_fields(self), sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+# Fields that do not change the trained weights: they may differ between the runs that share a run dir.
+NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "device", "workers", "threads", "train_folds", "preset"}
+
+
+def training_fields(cfg: Config) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in NON_TRAINING}
+
+
+PRESETS: dict[str, dict] = {
+    # a few minutes on 2 CPU cores: the practice competition end to end
+    "quick": dict(model="resnet18", head="flatten", folds=3, epochs=8, batch_size=64, lr=3e-3),
+    # the default: accurate on real faces within ~30 CPU minutes (README: accuracy)
+    "default": dict(model="resnet18", head="flatten", folds=5, epochs=30, batch_size=64, lr=2e-3),
+    # the strongest setting, for a GPU or a long CPU night
+    "best": dict(model="resnet34", head="flatten", folds=5, epochs=80, batch_size=64, lr=2e-3, ema=0.998),
+}
+
+
+def _coerce(name: str, typ, value):
+    """Turn a YAML/CLI value into the field's type; a wrong one is a one-line error."""
+    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if t.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        if t == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if t == "int":
+            f = float(value)
+            if f != int(f):
+                raise ValueError(value)
+            return int(f)
+        if t == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise FkdError(f"config field {name}: {value!r} is not a valid {t}") from None
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def apply(values: dict, base: dict, where: str) -> dict:
+    out = dict(base)
+    for k, v in values.items():
+        if k not in FIELD_TYPES:
+            import difflib
+            close = difflib.get_close_matches(k, FIELD_TYPES, n=1)
+            raise FkdError(f"{where}: unknown config field {k!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                           + "; see fkd/config.py for the fields")
+        out[k] = _coerce(k, FIELD_TYPES[k], v)
+    return out
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise FkdError(f"--set {p!r}: expected key=value, e.g. --set lr=1e-3")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FkdError(f"{path}: config file not found")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise FkdError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise FkdError(f"{path}: expected a mapping of config fields")
+    return d.get("config", d) if isinstance(d.get("config"), dict) else d
+
+
+def make_config(preset: str | None = None, config_file: str | None = None, overrides: list[str] | dict = (),
+                **kw) -> Config:
+    """defaults <- preset <- YAML file <- overrides (list of key=value or a dict) <- keyword arguments."""
+    file_values = load_yaml(config_file) if config_file else {}
+    preset = preset or file_values.get("preset") or "default"
+    if preset not in PRESETS:
+        raise FkdError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = apply(PRESETS[preset], {"preset": preset}, f"preset {preset}")
+    values = apply(file_values, values, str(config_file))
+    values = apply(overrides if isinstance(overrides, dict) else parse_sets(list(overrides)), values, "--set")
+    values = apply(kw, values, "config")
+    values["preset"] = preset
+    cfg = Config(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    checks = [
+        (cfg.folds >= 2, "folds must be >= 2"),
+        (cfg.epochs >= 1, "epochs must be >= 1"),
+        (cfg.batch_size >= 1, "batch_size must be >= 1"),
+        (cfg.lr > 0, "lr must be > 0"),
+        (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
+        (0 <= cfg.ema < 1, "ema must be in [0, 1)"),
+        (cfg.aug >= 0, "aug must be >= 0"),
+        (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
+        (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),
+        (cfg.amp in ("auto", "bf16", "off"), "amp must be auto|bf16|off"),
+        (cfg.loss in ("mse", "smoothl1", "l1", "wing"), "loss must be mse|smoothl1|l1|wing"),
+        (cfg.optimizer in ("adamw", "adam"), "optimizer must be adamw|adam"),
+        (cfg.head in ("flatten", "heatmap", "pool"), "head must be flatten|heatmap|pool"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise FkdError(f"bad config: {msg}")
+
+
+def save_config(cfg: Config, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    from . import atomic
+    d = {"config": cfg.to_dict(), **(extra or {})}
+    return atomic.write_text(path, yaml.safe_dump(d, sort_keys=False))
+
+
+def replace(cfg: Config, **kw) -> Config:
+    new = dataclasses.replace(cfg, **{k: _coerce(k, FIELD_TYPES[k], v) for k, v in kw.items()})
+    validate(new)
+    return new

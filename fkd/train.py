@@ -1,0 +1,403 @@
+"""K-fold training: `train_fold(cfg, fold)` and `run_cv(cfg)`, resumable, honest CV RMSE.
+
+    $ fkd train --data-dir competition/data/practice --preset quick
+    >>> result = run_cv(make_config(preset="quick", data_dir="..."))   # doctest: +SKIP
+    >>> result["cv_rmse"]
+
+Layout of a run (runs/<name>/): config.yaml, folds.csv, fold<k>/{last.pt, best.pt, metrics.csv, loss.png,
+result.json}, oof.npy, oof_tta.npy, cv.json. Every epoch's randomness (shuffle, augmentation, dropout) is
+seeded from (seed, fold, epoch), and last.pt holds model, optimizer, scheduler and EMA state after each
+epoch, so a killed run resumes where it stopped and, in deterministic mode, ends as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from . import atomic
+from .augment import Augmenter
+from .competition import COMP
+from .config import Config, save_config, training_fields
+from .data import COMMON, FULL, CompetitionData, load_data, make_folds, save_folds, test_hash
+from .errors import FkdError
+from .infer import autocast, default_workers, predict_images, select_device, to_input
+from .models import create_model
+
+
+# ------------------------------------------------------------------------------------- LR schedules
+def sched_onecycle(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up from 1/25 to 1 over `warmup` of training, then cosine down to 1e-3."""
+    w = max(1, int(total * max(warmup, 0.01)))
+    if step < w:
+        return 0.04 + 0.96 * step / w
+    t = min(1.0, (step - w) / max(1, total - w))
+    return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def sched_cosine(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up from 0 over `warmup` of training, then cosine down to 1e-2."""
+    w = int(total * warmup)
+    if step < w:
+        return (step + 1) / (w + 1)
+    t = min(1.0, (step - w) / max(1, total - w))
+    return 1e-2 + (1 - 1e-2) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def sched_constant(step: int, total: int, warmup: float) -> float:
+    return 1.0
+
+
+# plateau: the reference's ReduceLROnPlateau(factor 0.5, patience 3) on validation RMSE, stepped per epoch
+SCHEDULERS: dict[str, Callable[[int, int, float], float] | None] = {
+    "onecycle": sched_onecycle, "cosine": sched_cosine, "constant": sched_constant, "plateau": None,
+}
+
+
+def make_scheduler(cfg: Config, opt, total_steps: int):
+    if cfg.scheduler not in SCHEDULERS:
+        raise FkdError(f"unknown scheduler {cfg.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    fn = SCHEDULERS[cfg.scheduler]
+    if fn is None:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=3)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: fn(s, total_steps, cfg.warmup))
+
+
+# ------------------------------------------------------------------------------------------ data
+class FaceDataset(torch.utils.data.Dataset):
+    """Training faces with per-sample seeded augmentation; yields uint8 image, keypoints (NaN = masked), source."""
+
+    def __init__(self, images, keypoints, source, aug: Augmenter | None):
+        self.images, self.kp, self.source, self.aug = images, keypoints, source, aug
+        self.epoch_seed = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img, kp = self.images[i], self.kp[i]
+        if self.aug is not None:
+            img, kp = self.aug(img, kp, seed=self.epoch_seed * 1_000_003 + i)
+        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(kp.astype(np.float32)), int(self.source[i])
+
+
+def _worker_init(_):
+    import cv2
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+def epoch_seed(cfg: Config, fold: int, epoch: int) -> int:
+    return (cfg.seed * 1_000_003 + fold * 10_007 + epoch) % (2**31)
+
+
+# --------------------------------------------------------------------------------------- metrics
+def rmse_masked(pred: np.ndarray, target: np.ndarray) -> float:
+    """Kaggle's RMSE over the labelled (image, feature) pairs."""
+    m = np.isfinite(target)
+    return float(np.sqrt(np.mean((pred[m] - target[m]) ** 2))) if m.any() else float("nan")
+
+
+def breakdown(pred: np.ndarray, target: np.ndarray, source: np.ndarray, fold: np.ndarray | None = None) -> dict:
+    out = {"rmse": rmse_masked(pred, target),
+           "rmse_full": rmse_masked(pred[source == FULL], target[source == FULL]),
+           "rmse_common": rmse_masked(pred[source == COMMON], target[source == COMMON]),
+           "per_keypoint": {k: rmse_masked(pred[:, 2 * j:2 * j + 2], target[:, 2 * j:2 * j + 2])
+                            for j, k in enumerate(COMP.keypoints)}}
+    if fold is not None:
+        per = [rmse_masked(pred[fold == f], target[fold == f]) for f in np.unique(fold)]
+        out["per_fold"] = per
+        out["fold_mean"], out["fold_std"] = float(np.mean(per)), float(np.std(per))
+    return out
+
+
+# --------------------------------------------------------------------------------------- one fold
+def _save_curve(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ep, [h["train_rmse"] for h in history], label="train RMSE (augmented, px)")
+    ax.plot(ep, [h["val_rmse"] for h in history], label="validation RMSE (px)")
+    ax.set_xlabel("epoch"), ax.set_ylabel("RMSE (px)"), ax.set_title(title), ax.grid(alpha=0.3), ax.legend()
+    ax.set_yscale("log")
+    fig.tight_layout()
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _write_metrics(history: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    w.writeheader()
+    w.writerows(history)
+    atomic.write_text(path, buf.getvalue())
+
+
+def _save_torch(obj, path: Path) -> None:
+    with atomic.atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+
+
+def build(cfg: Config):
+    return create_model(cfg.model, head=cfg.head, dropout=cfg.dropout, source_aware=cfg.source_aware,
+                        loss=cfg.loss, weights=cfg.weights)
+
+
+def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, run_dir: Path,
+               report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
+    """Train one fold; returns its result (best epoch, validation RMSE with/without TTA) and writes fold<k>/.
+
+    `report(epoch, val_rmse)` is called after each epoch (Optuna pruning raises from it).
+    """
+    from tqdm.auto import tqdm
+
+    fdir = run_dir / f"fold{fold}"
+    done = fdir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    fdir.mkdir(parents=True, exist_ok=True)
+    dev, amp = select_device(cfg.device, cfg.amp)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+    tr, va = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    torch.manual_seed(epoch_seed(cfg, fold, -1))
+    model = build(cfg).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = opt_cls([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                  lr=cfg.lr)
+    steps_per_epoch = max(1, len(tr) // cfg.batch_size)
+    sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
+    ema = None
+    if cfg.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+    start, best, best_epoch, bad, history = 0, float("inf"), -1, 0, []
+    last = fdir / "last.pt"
+    if last.is_file():  # resume
+        try:
+            ck = torch.load(last, map_location=dev, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - a corrupt checkpoint is reported, not loaded
+            raise FkdError(f"{last}: unreadable checkpoint ({type(e).__name__}); delete it to restart the fold") from None
+        if ck["fingerprint"] != cfg.fingerprint():
+            raise FkdError(f"{last}: made with a different config; use another run name or delete {run_dir}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        start, best, best_epoch, bad, history = ck["epoch"] + 1, ck["best"], ck["best_epoch"], ck["bad"], ck["history"]
+        print(f"fold {fold}: resuming after epoch {ck['epoch'] + 1}/{cfg.epochs}", flush=True)
+
+    ds = FaceDataset(data.images[tr], data.keypoints[tr], data.source[tr],
+                     Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const))
+    workers = default_workers(dev) if cfg.workers < 0 else cfg.workers
+    if cfg.deterministic:
+        workers = 0
+    val_x, val_y, val_s = data.images[va], data.keypoints[va], data.source[va]
+    eval_model = ema.module if ema is not None else model
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        es = epoch_seed(cfg, fold, epoch)
+        torch.manual_seed(es)
+        ds.epoch_seed = es
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(tr) >= cfg.batch_size,
+            num_workers=workers, worker_init_fn=_worker_init if workers else None,
+            generator=torch.Generator().manual_seed(es), pin_memory=dev.type == "cuda",
+            persistent_workers=False)
+        model.train()
+        sum_sq, n_val = 0.0, 0
+        bar = tqdm(loader, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
+                   dynamic_ncols=True)
+        for imgs, kp, src in bar:
+            x = to_input(imgs, dev, cfg.channels_last)
+            kp, src = kp.to(dev), src.to(dev)
+            with autocast(dev, amp):
+                out = model(x, src, kp)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            m = torch.isfinite(kp)
+            with torch.no_grad():
+                sum_sq += float(((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum())
+            n_val += int(m.sum())
+            bar.set_postfix(rmse=f"{math.sqrt(sum_sq / max(n_val, 1)):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        bar.close()
+        pred = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
+        val = rmse_masked(pred, val_y)
+        if not np.isfinite(val):
+            raise FkdError(f"fold {fold}: validation RMSE is not finite after epoch {epoch + 1}: training diverged; "
+                           "lower lr (--set lr=...) or turn on grad_clip")
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val)
+        improved = val < best
+        if improved:
+            best, best_epoch, bad = val, epoch, 0
+            _save_torch({"model": eval_model.state_dict(), "epoch": epoch, "val_rmse": val,
+                         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, fdir / "best.pt")
+        else:
+            bad += 1
+        history.append({"epoch": epoch + 1, "train_rmse": round(math.sqrt(sum_sq / max(n_val, 1)), 5),
+                        "val_rmse": round(val, 5), "lr": opt.param_groups[0]["lr"],
+                        "seconds": round(time.time() - t0, 2)})
+        _save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                     "ema": ema.state_dict() if ema is not None else None, "epoch": epoch, "best": best,
+                     "best_epoch": best_epoch, "bad": bad, "history": history,
+                     "fingerprint": cfg.fingerprint()}, last)
+        _write_metrics(history, fdir / "metrics.csv")
+        if progress:
+            print(f"fold {fold} epoch {epoch + 1:>3}/{cfg.epochs}  train {history[-1]['train_rmse']:.3f}  "
+                  f"val {val:.4f}{' *' if improved else ''}  {history[-1]['seconds']:.1f}s", flush=True)
+        if report is not None:
+            report(epoch, val)
+        if cfg.patience and bad >= cfg.patience:
+            print(f"fold {fold}: early stop after {epoch + 1} epochs (best {best:.4f} at {best_epoch + 1})")
+            break
+
+    # out-of-fold predictions with the best weights, with and without flip TTA
+    eval_model.load_state_dict(torch.load(fdir / "best.pt", map_location=dev, weights_only=False)["model"])
+    oof = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
+    oof_tta = predict_images(eval_model, val_x, val_s, dev, amp, tta=True, flip_const=cfg.flip_const,
+                             channels_last=cfg.channels_last)
+    np.save(fdir / "oof_idx.npy", va)
+    with atomic.atomic_path(fdir / "oof.npy", suffix=".npy") as tmp:
+        np.save(tmp, np.stack([oof, oof_tta]))
+    _save_curve(history, fdir / "loss.png", f"{run_dir.name} fold {fold}")
+    result = {"fold": fold, "best_epoch": best_epoch + 1, "epochs_run": len(history),
+              "val_rmse": rmse_masked(oof, val_y), "val_rmse_tta": rmse_masked(oof_tta, val_y),
+              "seconds": round(sum(h["seconds"] for h in history), 1), "n_train": len(tr), "n_val": len(va)}
+    atomic.write_json(done, result)
+    last.unlink(missing_ok=True)  # the fold is finished: best.pt and result.json are what remain
+    return result
+
+
+# -------------------------------------------------------------------------------------------- CV
+def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
+    """Create or re-open runs/<name>/: refuse a run dir made with another config or other data."""
+    run_dir = cfg.run_dir()
+    cfg_file = run_dir / "config.yaml"
+    if cfg_file.is_file():
+        old = yaml.safe_load(cfg_file.read_text()) or {}
+        if old.get("fingerprint") != cfg.fingerprint():
+            changed = sorted(k for k, v in training_fields(cfg).items()
+                             if (old.get("config") or {}).get(k, v) != v)
+            raise FkdError(f"{run_dir}: made with a different config (changed: {', '.join(changed) or '?'}); "
+                           "pick another --set name=... or delete that folder")
+        if old.get("data_hash") != data.data_hash:
+            raise FkdError(f"{run_dir}: made from other data ({old.get('data_dir')}); "
+                           "pick another --set name=... or delete that folder")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg_file, {"fingerprint": cfg.fingerprint(), "data_hash": data.data_hash,
+                                    "test_hash": test_hash(data),
+                                    "data_dir": str(Path(cfg.data_dir).resolve()),
+                                    "fkd_version": __import__("fkd").__version__})
+    folds = make_folds(data.source, cfg.folds, cfg.seed)
+    save_folds(run_dir / "folds.csv", folds, data.source)
+    return run_dir, folds
+
+
+def load_training_data(cfg: Config) -> CompetitionData:
+    data = load_data(cfg.data_dir)
+    if cfg.limit_train and cfg.limit_train < len(data.images):
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.images))[: cfg.limit_train])
+        data.images, data.keypoints, data.source = data.images[keep], data.keypoints[keep], data.source[keep]
+        data.data_hash = f"{data.data_hash}-limit{cfg.limit_train}"
+    return data
+
+
+def collect_oof(run_dir: Path, data: CompetitionData, folds: np.ndarray, which: list[int]):
+    oof = np.full((2, len(folds), 30), np.nan, np.float32)
+    for k in which:
+        idx = np.load(run_dir / f"fold{k}" / "oof_idx.npy")
+        oof[:, idx] = np.load(run_dir / f"fold{k}" / "oof.npy")
+    return oof
+
+
+def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
+    """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
+    data = load_training_data(cfg)
+    run_dir, folds = prepare_run(cfg, data)
+    which = list(cfg.train_folds) or list(range(cfg.folds))
+    t0 = time.time()
+    results = []
+    for k in which:
+        results.append(train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None,
+                                  progress=progress))
+    oof = collect_oof(run_dir, data, folds, which)
+    sel = np.isin(folds, which)
+    no_tta = breakdown(oof[0][sel], data.keypoints[sel], data.source[sel], folds[sel])
+    tta = breakdown(oof[1][sel], data.keypoints[sel], data.source[sel], folds[sel])
+    chosen = tta if cfg.tta else no_tta
+    cv = {"run": run_dir.name, "cv_rmse": chosen["rmse"], "cv_rmse_no_tta": no_tta["rmse"],
+          "cv_rmse_tta": tta["rmse"], "tta": cfg.tta, "rmse_full": chosen["rmse_full"],
+          "rmse_common": chosen["rmse_common"], "per_keypoint": chosen["per_keypoint"],
+          "per_fold": chosen["per_fold"], "fold_mean": chosen["fold_mean"], "fold_std": chosen["fold_std"],
+          "folds_trained": which, "folds": cfg.folds, "fold_results": results,
+          "train_seconds": round(sum(r["seconds"] for r in results), 1), "wall_seconds": round(time.time() - t0, 1),
+          "mean_keypoint_rmse": mean_baseline(data, folds, which), "data_hash": data.data_hash}
+    with atomic.atomic_path(run_dir / "oof.npy", suffix=".npy") as tmp:
+        np.save(tmp, oof)
+    atomic.write_json(run_dir / "cv.json", cv)
+    atomic.write_text(run_dir / "cv.txt", format_cv(cv))
+    return cv
+
+
+def mean_baseline(data: CompetitionData, folds: np.ndarray, which: list[int]) -> float:
+    """CV RMSE of predicting each fold with the training folds' mean keypoints (per source)."""
+    errs = []
+    for k in which:
+        tr, va = folds != k, folds == k
+        pred = np.zeros((int(va.sum()), 30), np.float32)
+        for s in (FULL, COMMON):
+            rows = data.keypoints[tr & (data.source == s)]
+            mean = np.nanmean(rows, 0) if len(rows) else np.nanmean(data.keypoints[tr], 0)
+            pred[data.source[va] == s] = np.nan_to_num(mean, nan=48.0)
+        t = data.keypoints[va]
+        errs.append((pred - t)[np.isfinite(t)])
+    e = np.concatenate(errs)
+    return float(np.sqrt(np.mean(e ** 2)))
+
+
+def format_cv(cv: dict) -> str:
+    lines = [f"run {cv['run']}",
+             f"CV RMSE {cv['cv_rmse']:.4f}  (TTA {'on' if cv['tta'] else 'off'}; without TTA {cv['cv_rmse_no_tta']:.4f}, "
+             f"with {cv['cv_rmse_tta']:.4f}; mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})",
+             f"per source: full {cv['rmse_full']:.4f}  common {cv['rmse_common']:.4f}",
+             "per fold: " + "  ".join(f"{v:.4f}" for v in cv["per_fold"])
+             + f"   mean {cv['fold_mean']:.4f} +- {cv['fold_std']:.4f}",
+             "per keypoint:"]
+    for k, v in cv["per_keypoint"].items():
+        lines.append(f"  {k:<26} {v:.4f}")
+    return "\n".join(lines)
