@@ -109,6 +109,65 @@ def cmd_scores(a):
     print(ledger.format_table(ledger.best_first(ledger.rows())))
 
 
+def cmd_serve(a):
+    from .server import make_server
+
+    srv = make_server(a.dir, a.port, state_dir=a.state, score_delay=a.score_delay)
+    for f in a.fail:
+        kind, _, n = f.partition(":")
+        srv.state.set_fault(kind, int(n) if n else -1)
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    print(f"serving {a.dir} as {url} (state in {srv.state.state_dir}); aim fkd at it with\n"
+          f"  export FKD_KAGGLE_ENDPOINT={url}\nCtrl-C stops it.", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_download(a):
+    from .kaggle import download
+
+    files = download(a.dest, force=a.force)
+    _wrote(*files)
+
+
+def cmd_upload(a):
+    from . import kaggle, ledger
+
+    if a.pending:
+        rows = kaggle.upload_pending(timeout=a.timeout)
+        print(f"{len(rows)} pending submission(s) settled")
+    elif a.file:
+        rows = [kaggle.upload(a.file, timeout=a.timeout)]
+    else:
+        raise FkdError("give a submission FILE or --pending")
+    print(ledger.format_table(rows))
+    _wrote("submissions/ledger.sqlite")
+
+
+def cmd_leaderboard(a):
+    from . import kaggle, ledger
+
+    board = kaggle.leaderboard(private=a.private)
+    print(f"{'rank':>4}  {'team':<40} {'score':>9}")
+    for i, r in enumerate(board[: a.top]):
+        print(f"{i + 1:>4}  {r['team'][:40]:<40} {r['score']:9.5f}")
+    col = "private_score" if a.private else "public_score"
+    ours = [r[col] for r in ledger.rows() if r.get(col) is not None]
+    if ours:
+        best = min(ours)
+        rank = 1 + sum(r["score"] < best for r in board)
+        print(f"our best {('private' if a.private else 'public')} score {best:.5f} would rank {rank} of {len(board) + 1}")
+
+
+def cmd_submit(a):
+    from .submit import submit
+
+    submit(preset=a.preset, config_file=a.config, overrides=a.sets, data_dir=a.data_dir, offline=a.offline,
+           timeout=a.timeout)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fkd", description="Facial Keypoints Detection: data to scored submission")
@@ -149,12 +208,37 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scores", help="the submissions ledger, best first")
     s.set_defaults(fn=cmd_scores)
 
-    for register in _EXTRA:
-        register(sub)
+    s = sub.add_parser("serve", help="local Kaggle-API-compatible server for one competition folder")
+    s.add_argument("dir", help="competition folder with solution.csv")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--state", help="state folder (default: competition/data/.server/<name>-<hash>)")
+    s.add_argument("--score-delay", type=float, default=0.5, help="seconds a submission stays PENDING")
+    s.add_argument("--fail", action="append", default=[], metavar="KIND[:N]",
+                   help="inject faults: auth, rules, put, create-lost, down (N requests, default all)")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("download", help="competition files into competition/data/ (verified, extracted)")
+    s.add_argument("--dest", help="target folder (default competition/data)")
+    s.add_argument("--force", action="store_true", help="download even when intact files are present")
+    s.set_defaults(fn=cmd_download)
+
+    s = sub.add_parser("upload", help="submit a CSV once, wait for its score, record it")
+    s.add_argument("file", nargs="?")
+    s.add_argument("--pending", action="store_true", help="retry every pending upload in the ledger")
+    s.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the score")
+    s.set_defaults(fn=cmd_upload)
+
+    s = sub.add_parser("leaderboard", help="the competition's top N and where our best would rank")
+    s.add_argument("--top", type=int, default=20)
+    s.add_argument("--private", action="store_true", help="the private board (the competition is closed)")
+    s.set_defaults(fn=cmd_leaderboard)
+
+    s = sub.add_parser("submit", help="end to end: data, train, predict, upload, score (--offline: local server)")
+    _config_args(s)
+    s.add_argument("--offline", action="store_true", help="use the local server even when credentials exist")
+    s.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the score")
+    s.set_defaults(fn=cmd_submit)
     return p
-
-
-_EXTRA: list = []  # more commands register here (kaggle side, server, tuning)
 
 
 def main(argv: list[str] | None = None) -> int:

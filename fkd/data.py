@@ -24,7 +24,7 @@ from . import atomic
 from .competition import COMP
 from .errors import FkdError
 
-PARSER_VERSION = 2
+PARSER_VERSION = 3
 FULL, COMMON = 1, 0  # annotation sources: fully labelled / the 8 common columns only
 COMMON_MASK = np.array(COMP.common_mask)  # (30,)
 
@@ -39,7 +39,7 @@ class CompetitionData:
     test_ids: np.ndarray      # (M,) int64 ImageId
     test_source: np.ndarray   # (M,) int8, from what the lookup table asks for
     lookup: pd.DataFrame      # RowId, ImageId, FeatureName, col (0..29), img (row in test arrays)
-    data_hash: str            # of the source files' bytes-identity (name, size, mtime)
+    data_hash: str            # content hash of the parsed arrays: same data, same hash, wherever it lies
     sample_rowids: np.ndarray | None = None  # SampleSubmission.csv RowIds in file order (None if absent)
 
     @property
@@ -322,13 +322,12 @@ def load_data(data_dir: str | os.PathLike, use_cache: bool = True) -> Competitio
         raise FkdError(f"{data_dir}: no such folder; run `fkd download` or `fkd practice --out {data_dir}`")
     key = {"parser": PARSER_VERSION, "files": _fingerprint(_candidate_files(data_dir))}
     key_json = json.dumps(key, sort_keys=True)
-    data_hash = hashlib.sha1(key_json.encode()).hexdigest()[:16]
     cache = cache_dir() / f"{hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]}.npz"
     if use_cache and cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
                 if str(z["key"]) == key_json:
-                    return _from_arrays(data_dir, dict(z), data_hash)
+                    return _from_arrays(data_dir, dict(z))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # unreadable cache: parse again and overwrite it
 
@@ -344,22 +343,26 @@ def load_data(data_dir: str | os.PathLike, use_cache: bool = True) -> Competitio
                   lk_rowid=lk.RowId.to_numpy(), lk_imageid=lk.ImageId.to_numpy(), lk_col=lk.col.to_numpy(),
                   lk_img=lk.img.to_numpy(), sample=sample, has_sample=np.array(found is not None),
                   key=np.array(key_json))
+    h = hashlib.sha1()
+    for name in ("images", "keypoints", "test_images", "test_ids", "lk_rowid", "lk_col", "lk_img"):
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    arrays["content_hash"] = np.array(h.hexdigest()[:16])
     if use_cache:
         try:
             with atomic.atomic_path(cache, suffix=".npz") as tmp:
                 np.savez(tmp, **arrays)
         except OSError:
             pass  # a read-only cache dir only costs speed
-    return _from_arrays(data_dir, arrays, data_hash)
+    return _from_arrays(data_dir, arrays)
 
 
-def _from_arrays(data_dir: Path, a: dict, data_hash: str) -> CompetitionData:
+def _from_arrays(data_dir: Path, a: dict) -> CompetitionData:
     lk = pd.DataFrame({"RowId": a["lk_rowid"], "ImageId": a["lk_imageid"],
                        "FeatureName": np.array(COMP.columns)[a["lk_col"]], "col": a["lk_col"], "img": a["lk_img"]})
     return CompetitionData(
         data_dir=data_dir, images=a["images"], keypoints=a["keypoints"], source=row_source(a["keypoints"]),
         test_images=a["test_images"], test_ids=a["test_ids"],
-        test_source=lookup_source(lk, len(a["test_ids"])), lookup=lk, data_hash=data_hash,
+        test_source=lookup_source(lk, len(a["test_ids"])), lookup=lk, data_hash=str(a["content_hash"]),
         sample_rowids=a["sample"] if bool(a["has_sample"]) else None,
     )
 

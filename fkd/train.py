@@ -180,7 +180,9 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
 
     tr, va = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     torch.manual_seed(epoch_seed(cfg, fold, -1))
-    model = build(cfg).to(dev)
+    model = build(cfg)
+    model.init_output(torch.from_numpy(source_means(data.keypoints[tr], data.source[tr])))
+    model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -374,16 +376,27 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     return cv
 
 
+def source_means(keypoints: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """(2, 30) mean keypoints of each source (rows COMMON, FULL); gaps filled from all rows, then the centre."""
+    import warnings
+
+    out = np.empty((2, 30), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are filled below
+        overall = np.nan_to_num(np.nanmean(keypoints, 0), nan=48.0) if len(keypoints) else np.full(30, 48.0)
+        for s in (COMMON, FULL):
+            rows = keypoints[source == s]
+            m = np.nanmean(rows, 0) if len(rows) else overall
+            out[s] = np.where(np.isfinite(m), m, overall)
+    return out
+
+
 def mean_baseline(data: CompetitionData, folds: np.ndarray, which: list[int]) -> float:
     """CV RMSE of predicting each fold with the training folds' mean keypoints (per source)."""
     errs = []
     for k in which:
         tr, va = folds != k, folds == k
-        pred = np.zeros((int(va.sum()), 30), np.float32)
-        for s in (FULL, COMMON):
-            rows = data.keypoints[tr & (data.source == s)]
-            mean = np.nanmean(rows, 0) if len(rows) else np.nanmean(data.keypoints[tr], 0)
-            pred[data.source[va] == s] = np.nan_to_num(mean, nan=48.0)
+        pred = source_means(data.keypoints[tr], data.source[tr])[data.source[va]]
         t = data.keypoints[va]
         errs.append((pred - t)[np.isfinite(t)])
     e = np.concatenate(errs)

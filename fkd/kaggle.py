@@ -1,0 +1,301 @@
+"""The Kaggle side, on the official `kaggle` client: download, upload (exactly once), poll, leaderboard.
+
+One setting chooses the API endpoint: the environment variable FKD_KAGGLE_ENDPOINT (unset = kaggle.com).
+Point it at `fkd serve` (e.g. http://127.0.0.1:8765) and the same official client talks to the local server.
+Credentials are found the way the client finds them (KAGGLE_API_TOKEN, KAGGLE_USERNAME + KAGGLE_KEY,
+~/.kaggle/kaggle.json, ...); fkd never prints or stores them. The client is imported lazily, here only.
+
+    $ fkd download                       # competition files into competition/data/, verified and extracted
+    $ fkd upload submissions/x.csv       # submit, wait for the score, record it in the ledger
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import stat
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from . import atomic, ledger
+from .competition import COMP
+from .errors import FkdError
+
+ENDPOINT_ENV = "FKD_KAGGLE_ENDPOINT"
+UPLOAD_FAILED = "Could not submit to competition"
+RULES_URL = f"{COMP.url}/rules"
+
+
+def endpoint() -> str | None:
+    """The API endpoint fkd talks to: FKD_KAGGLE_ENDPOINT, or None for kaggle.com itself."""
+    return (os.environ.get(ENDPOINT_ENV) or "").rstrip("/") or None
+
+
+def where() -> str:
+    return endpoint() or "kaggle.com"
+
+
+def _config_dir() -> Path:
+    d = os.environ.get("KAGGLE_CONFIG_DIR")
+    return Path(d) if d else Path.home() / ".kaggle"
+
+
+def credentials_source() -> str | None:
+    """Where the client will find credentials (a description, never the values), or None."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    d = _config_dir()
+    for name in ("access_token", "access_token.txt"):
+        if (d / name).is_file():
+            return str(d / name)
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    if (d / "kaggle.json").is_file():
+        return str(d / "kaggle.json")
+    if (d / "credentials.json").is_file():
+        return str(d / "credentials.json")
+    return None
+
+
+def warn_permissions() -> str | None:
+    p = _config_dir() / "kaggle.json"
+    if p.is_file() and p.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        msg = f"warning: {p} is readable by other users; run `chmod 600 {p}`"
+        print(msg, file=sys.stderr)
+        return msg
+    return None
+
+
+NO_CREDENTIALS = ("no Kaggle credentials found: create an API token at https://www.kaggle.com/settings "
+                  "(Account -> API) and save it as ~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME "
+                  "and KAGGLE_KEY; `make submit OFFLINE=1` runs everything against the local server instead")
+
+
+def get_api():
+    """An authenticated official KaggleApi aimed at endpoint(). Raises FkdError without credentials."""
+    if credentials_source() is None:
+        raise FkdError(NO_CREDENTIALS)
+    warn_permissions()
+    with contextlib.redirect_stdout(io.StringIO()):  # `import kaggle` authenticates and prints help
+        from kaggle.api.kaggle_api_extended import KaggleApi
+        from kagglesdk import KaggleClient, KaggleEnv
+
+    class FkdKaggleApi(KaggleApi):
+        """The official client; only the endpoint differs when FKD_KAGGLE_ENDPOINT is set."""
+
+        def build_kaggle_client(self):
+            ep = endpoint()
+            client = KaggleClient(env=KaggleEnv.LOCAL if ep else KaggleEnv.PROD,
+                                  username=self.config_values.get(self.CONFIG_NAME_USER),
+                                  password=self.config_values.get(self.CONFIG_NAME_KEY),
+                                  api_token=self.config_values.get(self.CONFIG_NAME_TOKEN),
+                                  response_processor=self.get_response_processor())
+            if ep:
+                client.http_client()._endpoint = ep  # LOCAL env: requests go to {ep}/api/v1/...
+            return client
+
+    api = FkdKaggleApi()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.authenticate()
+    except SystemExit:
+        raise FkdError(NO_CREDENTIALS) from None
+    except Exception as e:  # noqa: BLE001
+        raise explain(e) from None
+    return api
+
+
+def explain(e: BaseException, file: str | Path | None = None) -> FkdError:
+    """Turn a client/network exception into one line with the fix (never echoing credentials)."""
+    import requests
+
+    keep = f"; the CSV is kept at {file} (retry with `fkd upload --pending`)" if file else ""
+    if isinstance(e, FkdError):
+        return e
+    if isinstance(e, requests.HTTPError):
+        code = e.response.status_code if e.response is not None else None
+        msg = str(e).split("\n")[0][:200]
+        if code == 401:
+            return FkdError(f"{where()} answered 401 Unauthorized: the credentials from {credentials_source()} are "
+                            f"wrong or expired; create a new API token at https://www.kaggle.com/settings{keep}")
+        if code == 403:
+            return FkdError(f"{where()} answered 403 for competition {COMP.slug!r}: accept its rules on the website "
+                            f"({RULES_URL}; only the website can), or check the competition slug{keep}")
+        if code == 429 or "daily" in msg.lower():
+            return FkdError(f"daily submission limit reached ({COMP.daily_submissions} a day, resets at 00:00 UTC)"
+                            f"{keep}")
+        return FkdError(f"{where()} answered {code}: {msg}{keep}")
+    if isinstance(e, (requests.ConnectionError, requests.Timeout)):
+        return FkdError(f"cannot reach {where()} (network down or server not running){keep}")
+    return FkdError(f"Kaggle client failed: {type(e).__name__}: {str(e)[:200]}{keep}")
+
+
+# --------------------------------------------------------------------------------------- download
+REQUIRED = ("training.csv", "test.csv", COMP.files["lookup"], COMP.files["sample"])
+
+
+def _safe_extract(zf: zipfile.ZipFile, dest: Path, where: str) -> list[Path]:
+    """Extract a zip's files flat into dest, refusing absolute or '..' members; nested zips are opened too."""
+    out = []
+    for info in zf.infolist():
+        p = PurePosixPath(info.filename.replace("\\", "/"))
+        if p.is_absolute() or ".." in p.parts or (len(info.filename) > 1 and info.filename[1] == ":"):
+            raise FkdError(f"{where}: refusing unsafe zip member {info.filename!r}; the download is not trusted")
+        if info.is_dir():
+            continue
+        data = zf.read(info)
+        if p.suffix == ".zip":
+            out += _safe_extract(zipfile.ZipFile(io.BytesIO(data)), dest, f"{where}:{p.name}")
+        else:
+            out.append(atomic.write_bytes(dest / p.name, data))
+    return out
+
+
+def _intact(dest: Path) -> bool:
+    marker = dest / ".fkd-download.json"
+    if not marker.is_file():
+        return False
+    sizes = json.loads(marker.read_text()).get("sizes", {})
+    return all((dest / n).is_file() and (dest / n).stat().st_size == sizes.get(n) for n in REQUIRED)
+
+
+def download(dest: str | Path | None = None, force: bool = False) -> list[Path]:
+    """Competition files into `dest` (default competition/data): verified, safely extracted, skipped if intact."""
+    dest = Path(dest or COMP.data_dir)
+    if not force and _intact(dest):
+        print(f"{dest}: competition files already present and intact; skipping the download")
+        return [dest / n for n in REQUIRED]
+    api = get_api()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        listed = {f.name: f.total_bytes for f in api.competition_list_files(COMP.slug).files}
+        api.competition_download_files(COMP.slug, path=str(dest), force=True, quiet=False)
+    except Exception as e:  # noqa: BLE001
+        raise explain(e) from None
+    bundle = dest / f"{COMP.slug}.zip"
+    if not bundle.is_file():
+        raise FkdError(f"{bundle}: the download produced no file; retry `fkd download`")
+    try:
+        with zipfile.ZipFile(bundle) as zf:
+            bad = zf.testzip()
+            if bad:
+                raise FkdError(f"{bundle}: member {bad} fails its CRC check; retry `fkd download --force`")
+            members = {PurePosixPath(i.filename).name: i.file_size for i in zf.infolist()}
+            for name, size in listed.items():
+                if name in members and size and members[name] != size:
+                    raise FkdError(f"{bundle}: {name} is {members[name]} bytes, Kaggle lists {size}; "
+                                   "retry `fkd download --force`")
+            files = _safe_extract(zf, dest, str(bundle))
+    except zipfile.BadZipFile as e:
+        raise FkdError(f"{bundle}: not a readable zip ({e}); retry `fkd download --force`") from None
+    missing = [n for n in REQUIRED if not (dest / n).is_file()]
+    if missing:
+        raise FkdError(f"{bundle}: missing {', '.join(missing)} after extraction; retry `fkd download --force`")
+    bundle.unlink()
+    atomic.write_json(dest / ".fkd-download.json", {"sizes": {n: (dest / n).stat().st_size for n in REQUIRED},
+                                                    "from": where(), "time": time.time()})
+    return files
+
+
+# ---------------------------------------------------------------------------------------- upload
+def _find_uid(api, uid: str):
+    for s in api.competition_submissions(COMP.slug) or []:
+        if s is not None and uid in (s.description or ""):
+            return s
+    return None
+
+
+def _poll(api, ref, timeout: float, file: Path):
+    delay, t0 = 1.0, time.time()
+    while True:
+        subs = api.competition_submissions(COMP.slug) or []
+        s = next((x for x in subs if x is not None and str(x.ref) == str(ref)), None)
+        status = s.status.name if s is not None else "PENDING"
+        if status in ("COMPLETE", "ERROR"):
+            return s
+        if time.time() - t0 > timeout:
+            raise FkdError(f"submission {ref} still {status} after {timeout:.0f}s; the CSV is kept at {file}; "
+                           "`fkd scores` shows it once Kaggle has scored it (`fkd upload --pending` polls again)")
+        time.sleep(delay)
+        delay = min(delay * 1.6, 15.0)
+
+
+def upload(file: str | Path, timeout: float = 600.0) -> dict:
+    """Submit `file` exactly once, wait for its score, record everything in the ledger."""
+    file = Path(file)
+    if not file.is_file():
+        raise FkdError(f"{file}: no such submission file")
+    from .metric import read_submission
+    read_submission(file)                                  # refuse a malformed CSV before spending a slot
+    row = ledger.get(file) or {}
+    if row.get("status") in ("COMPLETE",):
+        print(f"{file.name} was already submitted (ref {row['ref']}); not submitting it twice")
+        return row
+    uid = row.get("uid") or uuid.uuid4().hex[:12]
+    cv = row.get("cv_rmse")
+    desc = f"fkd run={row.get('run') or file.stem} cv={'%.4f' % cv if cv is not None else 'na'} uid={uid}"
+    ledger.record(file, uid=uid, description=desc, competition=COMP.slug,
+                  status=row.get("status") if row.get("status") == "submitted" else "pending", error=None)
+    api = get_api()
+    try:
+        found = _find_uid(api, uid)                        # an earlier attempt may have landed
+        if found is not None:
+            ref = found.ref
+            print(f"{file.name}: found on {where()} already (ref {ref}); not submitting twice")
+        else:
+            res = None
+            try:
+                res = api.competition_submit(str(file), desc, COMP.slug, quiet=True)
+            except Exception as e:  # noqa: BLE001 - the reply may be lost after Kaggle accepted the file
+                found = _find_uid(api, uid)
+                if found is None:
+                    raise e
+            if res is not None and (res.message or "").startswith(UPLOAD_FAILED):
+                raise FkdError(f"the upload of {file} failed ({UPLOAD_FAILED}); the CSV is kept, retry with "
+                               "`fkd upload --pending`")
+            ref = found.ref if found is not None else res.ref
+        ledger.record(file, ref=str(ref), status="submitted")
+        print(f"submitted {file.name} to {where()} (ref {ref}); waiting for the score...", flush=True)
+        s = _poll(api, ref, timeout, file)
+    except FkdError as e:
+        ledger.record(file, error=str(e)[:300])
+        raise
+    except Exception as e:  # noqa: BLE001
+        err = explain(e, file)
+        ledger.record(file, error=str(err)[:300])
+        raise err from None
+    status = s.status.name
+    pub = float(s.public_score) if status == "COMPLETE" and s.public_score else None
+    priv = float(s.private_score) if status == "COMPLETE" and s.private_score else None
+    ledger.record(file, status=status, public_score=pub, private_score=priv,
+                  error=(s.error_description or None) if status == "ERROR" else None)
+    if status == "ERROR":
+        raise FkdError(f"{where()} scored {file.name} as ERROR: {s.error_description or 'no reason given'}; "
+                       "the CSV is kept")
+    return ledger.get(file)
+
+
+def upload_pending(timeout: float = 600.0) -> list[dict]:
+    out = []
+    for r in ledger.rows(where="WHERE status IN ('pending', 'submitted')"):
+        out.append(upload(r["file"], timeout=timeout))
+    return out
+
+
+def leaderboard(private: bool = False) -> list[dict]:
+    api = get_api()
+    try:
+        with api.build_kaggle_client() as k:
+            from kagglesdk.competitions.types.competition_api_service import ApiGetLeaderboardRequest
+            req = ApiGetLeaderboardRequest()
+            req.competition_name = COMP.slug
+            req.override_public = private
+            req.page_size = 200
+            res = k.competitions.competition_api_client.get_leaderboard(req)
+    except Exception as e:  # noqa: BLE001
+        raise explain(e) from None
+    return [{"team": s.team_name, "score": float(s.score)} for s in res.submissions if s.score]

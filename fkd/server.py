@@ -1,0 +1,457 @@
+"""A local competition server that speaks Kaggle's HTTP API to the real, official `kaggle` client.
+
+    $ fkd serve competition/data/practice --port 8765
+    $ FKD_KAGGLE_ENDPOINT=http://127.0.0.1:8765 fkd download && fkd upload submissions/x.csv
+
+It serves one competition folder (Kaggle layout + solution.csv) on 127.0.0.1 with the routes the client uses
+(`/api/v1/<service>/<method>` and `/v1/...`): list/download data files, the three-step submission upload
+(StartSubmissionUpload, a PUT of the file, CreateSubmission), list/get submissions, the leaderboard, and
+token introspection. Uploads are scored like Kaggle scores them: RMSE on a fixed seeded public half of the
+test images and on the private rest (fkd.metric, the same split `fkd score --subset` uses); a malformed file
+becomes status ERROR with its reason. Five submissions a day. State lives in SQLite, so a restart loses
+nothing. No torch here: the server only needs numpy and pandas.
+
+Fault injection for tests (`--fail KIND[:N]`, N = how many requests fail, default all): `auth` (401),
+`rules` (403 rules not accepted), `put` (the upload PUT fails with 500), `create-lost` (CreateSubmission is
+accepted and then the connection drops before the reply), `down` (every API call answers 503).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+
+from .competition import COMP
+from .errors import FkdError
+
+MAX_UPLOAD = 64 * 1024 * 1024
+MAX_JSON = 1024 * 1024
+DATA_FILES = ("training.zip", "training.csv", "test.zip", "test.csv", COMP.files["lookup"], COMP.files["sample"])
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS submissions (
+  ref INTEGER PRIMARY KEY AUTOINCREMENT, team TEXT NOT NULL, file_name TEXT, token TEXT, description TEXT,
+  date TEXT NOT NULL, day TEXT NOT NULL, status TEXT NOT NULL, public_score REAL, private_score REAL,
+  error TEXT, total_bytes INTEGER, reference INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS uploads (token TEXT PRIMARY KEY, file_name TEXT, content_length INTEGER,
+  path TEXT, created TEXT, used INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS faults (kind TEXT PRIMARY KEY, remaining INTEGER);
+"""
+
+
+def _iso(t: float | None = None) -> str:
+    return dt.datetime.fromtimestamp(t or time.time(), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class CompetitionState:
+    """The server's competition: files, solution, scoring and the SQLite-backed submission history."""
+
+    def __init__(self, comp_dir: Path, state_dir: Path, users: dict[str, str] | None = None,
+                 tokens: dict[str, str] | None = None, daily_limit: int = COMP.daily_submissions,
+                 score_delay: float = 0.5):
+        self.dir = Path(comp_dir)
+        if not (self.dir / "solution.csv").is_file():
+            raise FkdError(f"{self.dir}: no solution.csv; the local server needs one to score uploads "
+                           "(make one with `fkd practice`)")
+        self.state_dir = Path(state_dir)
+        (self.state_dir / "uploads").mkdir(parents=True, exist_ok=True)
+        self.users, self.tokens = users or {}, tokens or {}
+        self.daily_limit, self.score_delay = daily_limit, score_delay
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(self.state_dir / "server.sqlite", check_same_thread=False, timeout=30)
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+        from .metric import read_lookup_sources, read_submission
+
+        self.solution = read_submission(self.dir / "solution.csv")
+        self.lookup = read_lookup_sources(self.dir / COMP.files["lookup"])
+        self.files = [self.dir / n for n in DATA_FILES if (self.dir / n).is_file()]
+        self._seed_leaderboard()
+        for (ref,) in self.db.execute("SELECT ref FROM submissions WHERE status = 'PENDING'").fetchall():
+            self._score(ref)  # scored after a restart
+
+    # -------------------------------------------------------------------------------- data files
+    def bundle(self) -> Path:
+        """The competition zip as Kaggle serves it (data files only; never solution.csv), built once."""
+        key = hashlib.sha1(json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in self.files])
+                           .encode()).hexdigest()[:12]
+        path = self.state_dir / f"{COMP.slug}-{key}.zip"
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp")
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+                for p in self.files:
+                    zf.write(p, p.name)
+            os.replace(tmp, path)
+        return path
+
+    # ---------------------------------------------------------------------------------- scoring
+    def _seed_leaderboard(self) -> None:
+        """Reference entries, as Kaggle shows benchmarks: the all-zero sample submission, the mean keypoints."""
+        with self.lock:
+            if self.db.execute("SELECT COUNT(*) FROM submissions WHERE reference = 1").fetchone()[0]:
+                return
+            zeros = self.solution.assign(Location=0.0)
+            from .data import locate, read_csv, to_numbers
+
+            raw, _, where = locate(self.dir, COMP.files["training"])
+            head = b"\n".join(line.rsplit(b",", 1)[0] for line in raw.split(b"\n") if line.strip())
+            labels = to_numbers(read_csv(head, where, COMP.columns), COMP.columns, where)
+            means = dict(zip(COMP.columns, np.nanmean(labels, 0)))
+            feat = pd.read_csv(self.dir / COMP.files["lookup"]).set_index("RowId").FeatureName
+            mean_sub = self.solution.assign(Location=self.solution.RowId.map(feat).map(means).fillna(48.0))
+            for team, sub in (("Sample Submission Benchmark", zeros), ("Mean Keypoints Benchmark", mean_sub)):
+                pub, priv = self._rmse(sub)
+                self.db.execute("INSERT INTO submissions (team, file_name, description, date, day, status, "
+                                "public_score, private_score, reference) VALUES (?,?,?,?,?,?,?,?,1)",
+                                (team, "benchmark.csv", team, _iso(), "", "COMPLETE", pub, priv))
+            self.db.commit()
+
+    def _rmse(self, sub: pd.DataFrame) -> tuple[float, float]:
+        from .metric import score
+        return (score(sub, self.solution, self.lookup, subset="public")["rmse"],
+                score(sub, self.solution, self.lookup, subset="private")["rmse"])
+
+    def _score(self, ref: int) -> None:
+        from .metric import read_submission
+
+        row = self.db.execute("SELECT u.path FROM submissions s JOIN uploads u ON s.token = u.token "
+                              "WHERE s.ref = ?", (ref,)).fetchone()
+        try:
+            if row is None:
+                raise FkdError("the uploaded file was not found")
+            pub, priv = self._rmse(read_submission(Path(row[0]), where="submission"))
+            upd = ("COMPLETE", pub, priv, None)
+        except FkdError as e:
+            upd = ("ERROR", None, None, str(e))
+        except Exception as e:  # noqa: BLE001 - any failure to score is the submission's ERROR, never a crash
+            upd = ("ERROR", None, None, f"could not score the file ({type(e).__name__})")
+        with self.lock:
+            self.db.execute("UPDATE submissions SET status=?, public_score=?, private_score=?, error=? WHERE ref=?",
+                            (*upd, ref))
+            self.db.commit()
+
+    # ------------------------------------------------------------------------------- submissions
+    def fault(self, kind: str) -> bool:
+        """Consume one injected fault of this kind, if any is set."""
+        with self.lock:
+            r = self.db.execute("SELECT remaining FROM faults WHERE kind = ?", (kind,)).fetchone()
+            if not r or r[0] == 0:
+                return False
+            if r[0] > 0:
+                self.db.execute("UPDATE faults SET remaining = remaining - 1 WHERE kind = ?", (kind,))
+                self.db.commit()
+            return True
+
+    def set_fault(self, kind: str, remaining: int = -1) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO faults VALUES (?, ?)", (kind, remaining))
+            self.db.commit()
+
+    def start_upload(self, file_name: str, content_length: int) -> str:
+        token = secrets.token_hex(12)
+        with self.lock:
+            self.db.execute("INSERT INTO uploads (token, file_name, content_length, created) VALUES (?,?,?,?)",
+                            (token, file_name, content_length, _iso()))
+            self.db.commit()
+        return token
+
+    def put_upload(self, token: str, data: bytes) -> int:
+        with self.lock:
+            row = self.db.execute("SELECT content_length FROM uploads WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                return 404
+            path = self.state_dir / "uploads" / f"{token}.csv"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            self.db.execute("UPDATE uploads SET path = ? WHERE token = ?", (str(path), token))
+            self.db.commit()
+        return 200
+
+    def create(self, team: str, token: str, description: str) -> tuple[int, dict]:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        with self.lock:
+            up = self.db.execute("SELECT path, file_name, used FROM uploads WHERE token = ?", (token,)).fetchone()
+            if up is None or up[0] is None:
+                return 400, {"code": 400, "message": "Unknown or incomplete upload token; upload the file first"}
+            if up[2]:
+                return 400, {"code": 400, "message": "This upload was already submitted"}
+            used = self.db.execute("SELECT COUNT(*) FROM submissions WHERE team = ? AND day = ? AND reference = 0",
+                                   (team, day)).fetchone()[0]
+            if used >= self.daily_limit:
+                return 429, {"code": 429, "message": f"Your team has used its daily Submission allowance "
+                                                     f"({self.daily_limit}) today, please try again tomorrow UTC"}
+            cur = self.db.execute(
+                "INSERT INTO submissions (team, file_name, token, description, date, day, status, total_bytes) "
+                "VALUES (?,?,?,?,?,?,'PENDING',?)",
+                (team, up[1], token, description, _iso(), day, Path(up[0]).stat().st_size))
+            self.db.execute("UPDATE uploads SET used = 1 WHERE token = ?", (token,))
+            self.db.commit()
+            ref = cur.lastrowid
+        t = threading.Timer(self.score_delay, self._score, args=(ref,))
+        t.daemon = True
+        t.start()
+        return 200, {"message": "Successfully submitted to Facial Keypoints Detection", "ref": ref}
+
+    def submission_dict(self, r: sqlite3.Row) -> dict:
+        d = {"ref": r["ref"], "fileName": r["file_name"], "date": r["date"], "description": r["description"] or "",
+             "status": r["status"], "totalBytes": r["total_bytes"] or 0, "teamName": r["team"],
+             "submittedBy": r["team"], "errorDescription": r["error"] or ""}
+        if r["status"] == "COMPLETE":
+            d["publicScore"], d["privateScore"] = f"{r['public_score']:.5f}", f"{r['private_score']:.5f}"
+        return d
+
+    def list_submissions(self, team: str) -> list[dict]:
+        with self.lock:
+            self.db.row_factory = sqlite3.Row
+            rows = self.db.execute("SELECT * FROM submissions WHERE team = ? AND reference = 0 ORDER BY ref DESC",
+                                   (team,)).fetchall()
+            self.db.row_factory = None
+        return [self.submission_dict(r) for r in rows]
+
+    def get_submission(self, team: str, ref: int) -> dict | None:
+        with self.lock:
+            self.db.row_factory = sqlite3.Row
+            r = self.db.execute("SELECT * FROM submissions WHERE ref = ? AND team = ?", (ref, team)).fetchone()
+            self.db.row_factory = None
+        return self.submission_dict(r) if r else None
+
+    def leaderboard(self, private: bool = False) -> list[dict]:
+        col = "private_score" if private else "public_score"
+        with self.lock:
+            rows = self.db.execute(f"SELECT team, MIN({col}), MAX(date) FROM submissions WHERE status = 'COMPLETE' "
+                                   f"GROUP BY team ORDER BY MIN({col})").fetchall()
+        return [{"teamId": i + 1, "teamName": t, "submissionDate": d, "score": f"{s:.5f}"}
+                for i, (t, s, d) in enumerate(rows)]
+
+
+def _make_handler(state: CompetitionState):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "fkd-local-kaggle/1"
+
+        def log_message(self, fmt, *args):  # quiet: one line per request only with FKD_SERVER_LOG=1
+            if os.environ.get("FKD_SERVER_LOG"):
+                super().log_message(fmt, *args)
+
+        # --------------------------------------------------------------------------- helpers
+        def _send(self, code: int, body: bytes = b"", ctype: str = "application/json", headers: dict | None = None):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, code: int, obj: dict):
+            self._send(code, json.dumps(obj).encode())
+
+        def _error(self, code: int, message: str):
+            self._json(code, {"code": code, "message": message})
+
+        def _team(self) -> str | None:
+            """The user behind the request: HTTP Basic (username:key) or a Bearer token."""
+            import base64
+
+            auth = self.headers.get("Authorization", "")
+            if auth.startswith("Basic "):
+                try:
+                    user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+                except Exception:  # noqa: BLE001 - malformed header is simply unauthenticated
+                    return None
+                if not user or not key or (state.users and state.users.get(user) != key):
+                    return None
+                return user
+            if auth.startswith("Bearer "):
+                tok = auth[7:]
+                return state.tokens.get(tok) if state.tokens else (f"token-{tok[:6]}" if tok else None)
+            return None
+
+        def _body(self) -> bytes | None:
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self._error(400, "bad Content-Length")
+                return None
+            limit = MAX_UPLOAD if self.command == "PUT" else MAX_JSON
+            if n < 0 or n > limit:
+                self._error(413, f"request body too large (limit {limit} bytes)")
+                self.close_connection = True
+                return None
+            data = self.rfile.read(n) if n else b""
+            if len(data) != n:
+                self._error(400, "truncated request body")
+                self.close_connection = True
+                return None
+            return data
+
+        # ---------------------------------------------------------------------------- routes
+        def do_GET(self):
+            path = unquote(self.path.split("?")[0])
+            if path == f"/files/bundle/{COMP.slug}.zip":
+                return self._file(state.bundle())
+            m = re.fullmatch(r"/files/data/([A-Za-z0-9_.-]+)", path)
+            if m and m.group(1) in {p.name for p in state.files}:
+                return self._file(state.dir / m.group(1))
+            if path in ("/", "/health"):
+                return self._json(200, {"competition": COMP.slug, "status": "ok"})
+            self._error(404, f"no such route: GET {path}")
+
+        do_HEAD = do_GET
+
+        def _file(self, p: Path):
+            size = p.stat().st_size
+            headers = {"Last-Modified": email.utils.formatdate(p.stat().st_mtime, usegmt=True),
+                       "Accept-Ranges": "bytes"}
+            rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            start, end = 0, size - 1
+            if rng:
+                start = int(rng.group(1))
+                end = int(rng.group(2)) if rng.group(2) else size - 1
+                if start >= size:
+                    return self._send(416, b"", headers={"Content-Range": f"bytes */{size}"})
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            with open(p, "rb") as f:
+                f.seek(start)
+                body = f.read(end - start + 1)
+            self._send(206 if rng else 200, body, "application/zip" if p.suffix == ".zip" else "text/csv", headers)
+
+        def do_PUT(self):
+            m = re.fullmatch(r"/upload/([0-9a-f]+)", self.path.split("?")[0])
+            if not m:
+                return self._error(404, f"no such route: PUT {self.path}")
+            data = self._body()
+            if data is None:
+                return
+            if state.fault("put"):
+                return self._error(500, "injected fault: upload storage unavailable")
+            code = state.put_upload(m.group(1), data)
+            return self._json(code, {} if code == 200 else {"code": code, "message": "unknown upload token"})
+
+        def do_POST(self):
+            m = re.fullmatch(r"(?:/api)?/v1/([A-Za-z.]+)/([A-Za-z]+)", self.path.split("?")[0])
+            body = self._body()
+            if body is None:
+                return
+            if not m:
+                return self._error(404, f"no such route: POST {self.path}")
+            try:
+                req = json.loads(body or b"{}")
+                if not isinstance(req, dict):
+                    raise ValueError
+            except ValueError:
+                return self._error(400, "request body is not a JSON object")
+            service, method = m.groups()
+            if state.fault("down"):
+                return self._error(503, "injected fault: service unavailable")
+            if service == "security.OAuthService" and method == "IntrospectToken":
+                tok = str(req.get("token", ""))
+                user = state.tokens.get(tok) if state.tokens else (f"token-{tok[:6]}" if tok else None)
+                return self._json(200, {"active": bool(user), "username": user or ""})
+            team = self._team()
+            if team is None or state.fault("auth"):
+                return self._error(401, "Unauthorized: check your Kaggle API credentials")
+            if service != "competitions.CompetitionApiService":
+                return self._error(404, f"no such service: {service}")
+            comp = req.get("competitionName")
+            if method not in ("GetSubmission",) and comp != COMP.slug:
+                return self._error(403, f"Permission 'competitions.participate' was denied: competition {comp!r}")
+            if method in ("StartSubmissionUpload", "CreateSubmission") and state.fault("rules"):
+                return self._error(403, "You must accept this competition's rules before you'll be able to submit")
+            handler = getattr(self, f"_api_{method}", None)
+            if handler is None:
+                return self._error(404, f"no such method: {method}")
+            try:
+                return handler(req, team)
+            except (TypeError, ValueError, KeyError) as e:
+                return self._error(400, f"bad request: {type(e).__name__}")
+
+        def _base(self) -> str:
+            return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+
+        def _api_ListDataFiles(self, req, team):
+            files = [{"name": p.name, "totalBytes": p.stat().st_size, "creationDate": _iso(p.stat().st_mtime)}
+                     for p in state.files]
+            self._json(200, {"files": files, "nextPageToken": ""})
+
+        def _api_DownloadDataFiles(self, req, team):
+            state.bundle()
+            self._send(302, b"", headers={"Location": f"{self._base()}/files/bundle/{COMP.slug}.zip"})
+
+        def _api_DownloadDataFile(self, req, team):
+            name = str(req.get("fileName", ""))
+            if name not in {p.name for p in state.files}:
+                return self._error(404, f"no such file: {name}")
+            self._send(302, b"", headers={"Location": f"{self._base()}/files/data/{name}"})
+
+        def _api_StartSubmissionUpload(self, req, team):
+            n = int(req.get("contentLength") or 0)
+            if n > MAX_UPLOAD:
+                return self._error(413, f"submission file too large (limit {MAX_UPLOAD} bytes)")
+            token = state.start_upload(str(req.get("fileName", "submission.csv")), n)
+            self._json(200, {"token": token, "createUrl": f"{self._base()}/upload/{token}"})
+
+        def _api_CreateSubmission(self, req, team):
+            code, obj = state.create(team, str(req.get("blobFileTokens", "")), str(req.get("submissionDescription", "")))
+            if code == 200 and state.fault("create-lost"):
+                self.close_connection = True   # accepted, then the reply is lost
+                self.connection.shutdown(2)
+                return
+            self._json(code, obj)
+
+        def _api_ListSubmissions(self, req, team):
+            subs = state.list_submissions(team)
+            size = int(req.get("pageSize") or 20)
+            page = int(req.get("pageToken") or 0) if str(req.get("pageToken") or "0").isdigit() else 0
+            chunk = subs[page * size:(page + 1) * size]
+            nxt = str(page + 1) if (page + 1) * size < len(subs) else ""
+            self._json(200, {"submissions": chunk, "nextPageToken": nxt})
+
+        def _api_GetSubmission(self, req, team):
+            s = state.get_submission(team, int(req.get("ref") or 0))
+            if s is None:
+                return self._error(404, "no such submission")
+            self._json(200, s)
+
+        def _api_GetLeaderboard(self, req, team):
+            self._json(200, {"submissions": state.leaderboard(private=bool(req.get("overridePublic"))),
+                             "nextPageToken": ""})
+
+    return Handler
+
+
+def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | None = None, **kw):
+    """Build (not start) the server bound to 127.0.0.1; port 0 picks a free one."""
+    comp_dir = Path(comp_dir)
+    if state_dir is None:
+        tag = hashlib.sha1(str(comp_dir.resolve()).encode()).hexdigest()[:10]
+        state_dir = Path(COMP.data_dir) / ".server" / f"{comp_dir.resolve().name}-{tag}"
+    state = CompetitionState(comp_dir, Path(state_dir), **kw)
+    srv = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(state))
+    srv.daemon_threads = True
+    srv.state = state
+    return srv
+
+
+def serve_in_thread(comp_dir, port: int = 0, **kw):
+    """Start a server in a daemon thread (tests, `make submit` offline); returns (server, endpoint URL)."""
+    srv = make_server(comp_dir, port, **kw)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"

@@ -1,0 +1,122 @@
+"""Pure pieces: flips, the masked loss, LR schedules at their boundaries, every registered model."""
+import numpy as np
+import pytest
+import torch
+
+from fkd.augment import Augmenter
+from fkd.competition import COMP
+from fkd.keypoints import flip_keypoints, flip_keypoints_torch
+from fkd.models import MODELS, create_model, masked_loss
+from fkd.train import SCHEDULERS
+
+
+def kp_of(**named):
+    k = np.full(30, np.nan, np.float32)
+    for name, (x, y) in named.items():
+        j = COMP.keypoints.index(name)
+        k[2 * j:2 * j + 2] = x, y
+    return k
+
+
+def test_flip_twice_is_identity():
+    k = np.random.default_rng(0).uniform(0, 96, (5, 30)).astype(np.float32)
+    for c in (95.0, 96.0, 95.5):
+        assert np.allclose(flip_keypoints(flip_keypoints(k, c), c), k)
+
+
+def test_flip_swaps_left_and_right():
+    k = kp_of(left_eye_center=(66, 38), right_eye_center=(30, 39), nose_tip=(48, 58),
+              mouth_left_corner=(63, 76), mouth_right_corner=(33, 77))
+    f = flip_keypoints(k, 95.0)
+    g = lambda kk, n: tuple(kk[2 * COMP.keypoints.index(n):2 * COMP.keypoints.index(n) + 2])  # noqa: E731
+    assert g(f, "left_eye_center") == (95 - 30, 39)    # the right eye, mirrored, is now the left eye
+    assert g(f, "right_eye_center") == (95 - 66, 38)
+    assert g(f, "nose_tip") == (95 - 48, 58)
+    assert g(f, "mouth_left_corner") == (95 - 33, 77)
+    assert np.isnan(g(f, "left_eyebrow_inner_end")).all()
+    assert np.allclose(flip_keypoints_torch(torch.from_numpy(k[None]), 95.0).numpy()[0], f, equal_nan=True)
+
+
+def test_augmenter_flip_keeps_image_and_labels_consistent():
+    img = np.zeros((96, 96), np.uint8)
+    img[38, 66] = 255                                    # a bright dot on the left eye (image right)
+    k = kp_of(left_eye_center=(66, 38), right_eye_center=(30, 38))
+    aug = Augmenter(strength=0.0, flip_p=1.0, flip_const=95.0)
+    im2, k2 = aug(img, k, seed=0)
+    y, x = np.unravel_index(im2.argmax(), im2.shape)
+    j = 2 * COMP.keypoints.index("right_eye_center")
+    assert (x, y) == tuple(k2[j:j + 2].astype(int))      # the dot is now where the right eye label says
+
+
+def test_augmented_points_leaving_the_image_are_masked_not_dropped():
+    k = kp_of(left_eye_center=(95.5, 50), right_eye_center=(30, 38))
+    aug = Augmenter(strength=3.0, flip_p=0.0, flip_const=95.0)
+    seen_masked = False
+    for s in range(40):
+        _, k2 = aug(np.zeros((96, 96), np.uint8), k, seed=s)
+        assert k2.shape == (30,)
+        assert np.isnan(k2[4:]).all()                   # missing stays missing
+        fin = np.isfinite(k2[:4])
+        assert ((k2[:4][fin] >= 0) & (k2[:4][fin] < 96)).all()
+        seen_masked |= not fin.all()
+    assert seen_masked
+
+
+def test_masked_loss_ignores_nan_targets():
+    pred = torch.full((2, 30), 50.0)
+    target = torch.full((2, 30), float("nan"))
+    target[0, :4] = 50.0                                  # perfect where labelled
+    assert masked_loss(pred, target).item() == 0.0
+    target[1, 0] = 98.0                                   # one labelled error of 48 px = 1 normalised
+    for kind in ("mse", "l1", "smoothl1", "wing"):
+        assert torch.isfinite(masked_loss(pred, target, kind))
+    assert masked_loss(pred, target, "mse").item() == pytest.approx(1 / 5)
+    p = pred.clone().requires_grad_()
+    masked_loss(p, target).backward()
+    assert torch.isfinite(p.grad).all() and p.grad[1, 5] == 0
+
+
+@pytest.mark.parametrize("name", [n for n, f in SCHEDULERS.items() if f is not None])
+def test_schedules_at_their_boundaries(name):
+    f = SCHEDULERS[name]
+    total = 100
+    vals = [f(s, total, 0.1) for s in range(total + 1)]
+    assert all(0 < v <= 1.0 + 1e-9 for v in vals)
+    if name == "constant":
+        return
+    assert vals[0] < 0.2 and max(vals) == pytest.approx(1.0, abs=0.02)
+    assert vals[-1] < 0.02 and vals[-1] == min(vals[10:])
+
+
+@pytest.mark.parametrize("name,head", [(n, h) for n in sorted(MODELS)
+                                       for h in (["flatten"] if n == "baseline" else ["flatten", "heatmap", "pool"])])
+def test_every_model_builds(name, head):
+    torch.manual_seed(0)
+    m = create_model(name, head=head, dropout=0.1)
+    m.eval()
+    x, src = torch.rand(3, 1, 96, 96), torch.tensor([0, 1, 1])
+    out = m(x, src, torch.rand(3, 30) * 96)
+    assert out["preds"].shape == (3, 30)
+    assert torch.isfinite(out["preds"]).all() and torch.isfinite(out["loss"])
+
+
+def test_source_picks_its_own_output():
+    torch.manual_seed(0)
+    m = create_model("resnet18", source_aware=True).eval()
+    x = torch.rand(1, 1, 96, 96).repeat(2, 1, 1, 1)
+    p = m(x, torch.tensor([0, 1]))["preds"]
+    assert not torch.allclose(p[0], p[1])
+    m2 = create_model("resnet18", source_aware=False).eval()
+    p2 = m2(x, torch.tensor([0, 1]))["preds"]
+    assert torch.allclose(p2[0], p2[1])
+
+
+def test_baseline_is_the_reference_architecture():
+    m = create_model("baseline", dropout=0.4, source_aware=False)
+    convs = [l for l in m.modules() if isinstance(l, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 64, (3, 3), (1, 1)), (64, 64, (3, 3), (1, 1)), (64, 128, (3, 3), (1, 1)),
+        (128, 128, (3, 3), (1, 1)), (128, 256, (3, 3), (1, 1))]
+    lins = [l for l in m.modules() if isinstance(l, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in lins] == [(2304, 1024), (1024, 512), (512, 30)]
+    assert [d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)] == [0.4, 0.4]
