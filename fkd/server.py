@@ -213,7 +213,7 @@ class CompetitionState:
              "status": r["status"], "totalBytes": r["total_bytes"] or 0, "teamName": r["team"],
              "submittedBy": r["team"], "errorDescription": r["error"] or ""}
         if r["status"] == "COMPLETE":
-            d["publicScore"], d["privateScore"] = f"{r['public_score']:.5f}", f"{r['private_score']:.5f}"
+            d["publicScore"], d["privateScore"] = repr(r["public_score"]), repr(r["private_score"])
         return d
 
     def list_submissions(self, team: str) -> list[dict]:
@@ -236,7 +236,7 @@ class CompetitionState:
         with self.lock:
             rows = self.db.execute(f"SELECT team, MIN({col}), MAX(date) FROM submissions WHERE status = 'COMPLETE' "
                                    f"GROUP BY team ORDER BY MIN({col})").fetchall()
-        return [{"teamId": i + 1, "teamName": t, "submissionDate": d, "score": f"{s:.5f}"}
+        return [{"teamId": i + 1, "teamName": t, "submissionDate": d, "score": repr(s)}
                 for i, (t, s, d) in enumerate(rows)]
 
 

@@ -151,6 +151,39 @@ def _save_torch(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc: str = "",
+                    progress: bool = True) -> dict:
+    """One pass over the loader; per-batch LR schedules step here. Returns train RMSE (px) and images seen."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    sum_sq, n_val, n_img = 0.0, 0, 0
+    per_step = not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for imgs, kp, src in bar:
+        x = to_input(imgs, dev, cfg.channels_last)
+        kp, src = kp.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
+        with autocast(dev, amp):
+            out = model(x, src, kp)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        if per_step and sched is not None:
+            sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        with torch.no_grad():
+            m = torch.isfinite(kp)
+            sum_sq += float(((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum())
+        n_val += int(m.sum())
+        n_img += len(imgs)
+        bar.set_postfix(rmse=f"{math.sqrt(sum_sq / max(n_val, 1)):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+    bar.close()
+    return {"train_rmse": math.sqrt(sum_sq / max(n_val, 1)), "images": n_img}
+
+
 def build(cfg: Config):
     return create_model(cfg.model, head=cfg.head, dropout=cfg.dropout, source_aware=cfg.source_aware,
                         loss=cfg.loss, weights=cfg.weights)
@@ -162,7 +195,6 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
 
     `report(epoch, val_rmse)` is called after each epoch (Optuna pruning raises from it).
     """
-    from tqdm.auto import tqdm
 
     fdir = run_dir / f"fold{fold}"
     done = fdir / "result.json"
@@ -232,30 +264,8 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
             num_workers=workers, worker_init_fn=_worker_init if workers else None,
             generator=torch.Generator().manual_seed(es), pin_memory=dev.type == "cuda",
             persistent_workers=False)
-        model.train()
-        sum_sq, n_val = 0.0, 0
-        bar = tqdm(loader, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
-                   dynamic_ncols=True)
-        for imgs, kp, src in bar:
-            x = to_input(imgs, dev, cfg.channels_last)
-            kp, src = kp.to(dev), src.to(dev)
-            with autocast(dev, amp):
-                out = model(x, src, kp)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            m = torch.isfinite(kp)
-            with torch.no_grad():
-                sum_sq += float(((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum())
-            n_val += int(m.sum())
-            bar.set_postfix(rmse=f"{math.sqrt(sum_sq / max(n_val, 1)):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-        bar.close()
+        stats = train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg,
+                                desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress)
         pred = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
         val = rmse_masked(pred, val_y)
         if not np.isfinite(val):
@@ -270,7 +280,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
                          "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, fdir / "best.pt")
         else:
             bad += 1
-        history.append({"epoch": epoch + 1, "train_rmse": round(math.sqrt(sum_sq / max(n_val, 1)), 5),
+        history.append({"epoch": epoch + 1, "train_rmse": round(stats["train_rmse"], 5),
                         "val_rmse": round(val, 5), "lr": opt.param_groups[0]["lr"],
                         "seconds": round(time.time() - t0, 2)})
         _save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),

@@ -1,0 +1,194 @@
+"""The official `kaggle` client against `fkd serve`: download, submit, poll, scores, and the errors users hit."""
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fkd import kaggle, ledger
+from fkd.errors import FkdError
+from fkd.metric import score_files
+from fkd.server import serve_in_thread
+
+KEY = "s3cr3t-api-key-0123456789"
+
+
+@pytest.fixture
+def server(practice_dir, tmp_path, monkeypatch):
+    srv, url = serve_in_thread(practice_dir, port=0, state_dir=tmp_path / "state", users={"alice": KEY},
+                               score_delay=0.2)
+    monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    yield srv
+    srv.shutdown()
+
+
+def noisy_submission(practice_dir, path, noise=1.0, seed=0, drop=0):
+    sol = pd.read_csv(practice_dir / "solution.csv")
+    rng = pd.Series(range(len(sol))).sample(frac=1, random_state=seed).index
+    sol["Location"] = sol.Location + noise * ((rng % 7) - 3) / 3
+    sol.iloc[: len(sol) - drop].to_csv(path, index=False)
+    return Path(path)
+
+
+def test_download_submit_poll_scores_equal_fkd_score(server, practice_dir, tmp_path):
+    files = kaggle.download(tmp_path / "dl")
+    assert {f.name for f in files} == {"training.csv", "test.csv", "IdLookupTable.csv", "SampleSubmission.csv"}
+    assert not (tmp_path / "dl" / "solution.csv").exists()       # never served
+    assert not (tmp_path / "dl" / "facial-keypoints-detection.zip").exists()
+    before = {f: f.stat().st_mtime_ns for f in files}
+    kaggle.download(tmp_path / "dl")                              # intact: skipped
+    assert before == {f: f.stat().st_mtime_ns for f in files}
+    sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
+    row = kaggle.upload(sub)
+    assert row["status"] == "COMPLETE"
+    for subset, col in (("public", "public_score"), ("private", "private_score")):
+        assert abs(row[col] - score_files(sub, practice_dir / "solution.csv", subset=subset)["rmse"]) < 1e-9
+    assert f"uid={row['uid']}" in row["description"]
+    # the same file is never submitted twice
+    again = kaggle.upload(sub)
+    assert again["ref"] == row["ref"]
+    assert len(server.state.list_submissions("alice")) == 1
+
+
+def test_downloaded_data_loads_like_the_original(server, practice_dir, tmp_path):
+    from fkd.data import load_data
+    import numpy as np
+    kaggle.download(tmp_path / "dl")
+    a, b = load_data(practice_dir), load_data(tmp_path / "dl")
+    assert np.array_equal(a.images, b.images) and a.data_hash == b.data_hash
+
+
+def test_error_submission_shows_its_reason(server, practice_dir, tmp_path):
+    sub = noisy_submission(practice_dir, tmp_path / "short.csv", drop=5)
+    with pytest.raises(FkdError, match="ERROR: .*5 RowIds missing"):
+        kaggle.upload(sub)
+    assert sub.is_file() and ledger.get(sub)["status"] == "ERROR"
+
+
+def test_no_credentials(monkeypatch, tmp_path):
+    for v in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
+    with pytest.raises(FkdError, match="no Kaggle credentials found.*kaggle.json"):
+        kaggle.get_api()
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("auth", "401 Unauthorized"),
+    ("rules", "403 .*accept its rules .*facial-keypoints-detection/rules"),
+    ("put", "upload .* failed"),
+    ("down", "answered 503"),
+])
+def test_failures_keep_the_csv_and_a_pending_row(server, practice_dir, tmp_path, fault, expected):
+    sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
+    server.state.set_fault(fault, 1 if fault == "auth" else -1)
+    with pytest.raises(FkdError, match=expected):
+        kaggle.upload(sub)
+    assert sub.is_file()
+    row = ledger.get(sub)
+    assert row["status"] == "pending" and row["error"]
+    server.state.set_fault(fault, 0)
+    done = kaggle.upload_pending()                                # the retry settles it
+    assert [r["status"] for r in done] == ["COMPLETE"]
+    assert len(server.state.list_submissions("alice")) == 1
+
+
+def test_reply_lost_after_accept_never_submits_twice(server, practice_dir, tmp_path):
+    sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
+    server.state.set_fault("create-lost", 1)
+    row = kaggle.upload(sub)
+    assert row["status"] == "COMPLETE"
+    assert len(server.state.list_submissions("alice")) == 1
+
+
+def test_daily_limit(server, practice_dir, tmp_path):
+    for i in range(5):
+        kaggle.upload(noisy_submission(practice_dir, tmp_path / f"s{i}.csv", seed=i))
+    sixth = noisy_submission(practice_dir, tmp_path / "s6.csv", seed=6)
+    with pytest.raises(FkdError, match="daily submission limit reached .*5 a day"):
+        kaggle.upload(sixth)
+    assert sixth.is_file() and ledger.get(sixth)["status"] == "pending"
+
+
+def test_network_down(server, practice_dir, tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", f"http://127.0.0.1:{port}")
+    sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
+    with pytest.raises(FkdError, match="cannot reach .*kept"):
+        kaggle.upload(sub)
+
+
+def test_credentials_never_leak(server, practice_dir, tmp_path, capsys):
+    sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
+    kaggle.upload(sub)
+    server.state.set_fault("auth", 1)
+    with pytest.raises(FkdError) as e:
+        kaggle.upload(noisy_submission(practice_dir, tmp_path / "sub2.csv", seed=3))
+    out = capsys.readouterr()
+    assert KEY not in out.out + out.err + str(e.value)
+    assert KEY.encode() not in Path("submissions/ledger.sqlite").read_bytes()
+    con = sqlite3.connect(tmp_path / "state" / "server.sqlite")
+    assert KEY not in repr(con.execute("SELECT * FROM submissions").fetchall())
+
+
+def test_kaggle_json_readable_by_others_warns(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    os.chmod(d / "kaggle.json", 0o644)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(d))
+    assert kaggle.warn_permissions() and "chmod 600" in capsys.readouterr().err
+    os.chmod(d / "kaggle.json", 0o600)
+    assert kaggle.warn_permissions() is None
+
+
+def test_server_state_survives_a_restart(practice_dir, tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    srv, url = serve_in_thread(practice_dir, port=0, state_dir=state, score_delay=0.1)
+    monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "bob")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    row = kaggle.upload(noisy_submission(practice_dir, tmp_path / "a.csv"))
+    srv.shutdown()
+    srv.server_close()
+    srv2, url2 = serve_in_thread(practice_dir, port=0, state_dir=state)
+    subs = srv2.state.list_submissions("bob")
+    assert len(subs) == 1 and float(subs[0]["publicScore"]) == row["public_score"]
+    board = srv2.state.leaderboard()
+    assert {"Sample Submission Benchmark", "Mean Keypoints Benchmark", "bob"} <= {b["teamName"] for b in board}
+    srv2.shutdown()
+
+
+def test_the_kaggle_cli_itself_lists_our_submission(practice_dir, tmp_path, monkeypatch):
+    """The plain `kaggle` CLI can only be aimed at http://localhost:80 (KAGGLE_API_ENVIRONMENT=LOCALHOST)."""
+    if os.geteuid() != 0:
+        pytest.fail("this test binds port 80 and must run as root (CI runs as root)")
+    srv, _ = serve_in_thread(practice_dir, port=80, state_dir=tmp_path / "state80", score_delay=0.1)
+    try:
+        monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", "http://localhost")
+        monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "c"))
+        monkeypatch.setenv("KAGGLE_USERNAME", "carol")
+        monkeypatch.setenv("KAGGLE_KEY", "k")
+        sub = noisy_submission(practice_dir, tmp_path / "fkd-made.csv")
+        kaggle.upload(sub)
+        exe = shutil.which("kaggle", path=str(Path(sys.executable).parent)) or "kaggle"
+        env = {**os.environ, "KAGGLE_API_ENVIRONMENT": "LOCALHOST"}
+        r = subprocess.run([exe, "competitions", "submissions", "facial-keypoints-detection"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "fkd-made.csv" in r.stdout and "uid=" in r.stdout
+    finally:
+        srv.shutdown()
+        srv.server_close()

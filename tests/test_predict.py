@@ -1,0 +1,136 @@
+"""Submissions: lookup order, clipping, no NaN, flip TTA, fold ensemble, atomic writes, the ledger."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fkd import ledger
+from fkd.config import make_config
+from fkd.data import load_data
+from fkd.errors import FkdError
+from fkd.infer import predict_images
+from fkd.keypoints import flip_keypoints
+from fkd.predict import predict_run, submission_frame, write_csv
+from fkd.train import run_cv
+
+
+def test_rows_follow_the_lookup_table_clipped_and_finite(practice_dir, tmp_path):
+    d = load_data(practice_dir)
+    pred = np.random.default_rng(0).uniform(-10, 110, (len(d.test_ids), 30)).astype(np.float32)
+    sub = submission_frame(pred, d)
+    lk = pd.read_csv(practice_dir / "IdLookupTable.csv")
+    assert list(sub.RowId) == list(lk.RowId)
+    assert sub.Location.between(0, 96).all() and sub.Location.notna().all()
+    assert (sub.Location == 0).any() and (sub.Location == 96).any()  # clipped, not dropped
+    i = 5
+    assert sub.Location[i] == np.clip(pred[d.lookup.img[i], d.lookup.col[i]], 0, 96)
+    pred[0, 0] = np.nan
+    with pytest.raises(FkdError, match="NaN"):
+        submission_frame(pred, d)
+
+
+class MirrorModel(torch.nn.Module):
+    """An exactly flip-equivariant stand-in: predicts keypoints from the image's own mirror symmetry."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, source, target=None):
+        b = x.shape[0]
+        m = x.mean((1, 2))[:, :, None].expand(b, 96, 1)   # (B, 96, 1) column profile
+        xs = torch.arange(96.0)
+        cx = (m[:, :, 0] * xs).sum(1) / m[:, :, 0].sum(1)  # centre of mass in x
+        pts = torch.stack([cx + 10 * torch.arange(15) / 15 - 5, torch.arange(15.0).expand(b, 15) * 5], -1)
+        # a symmetric layout: left/right pairs mirror about cx, so flipping the image flips the prediction
+        from fkd.keypoints import FLIP_PERM
+        pts_f = pts[:, FLIP_PERM].clone()
+        pts_f[..., 0] = 2 * cx[:, None] - pts_f[..., 0]
+        p = (pts + pts_f) / 2
+        return {"preds": p.reshape(b, 30)}
+
+
+def test_flip_equivariant_model_passes_tta_unchanged():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (6, 96, 96), dtype=np.uint8)
+    src = np.zeros(6, np.int64)
+    m = MirrorModel(95.0)
+    dev = torch.device("cpu")
+    plain = predict_images(m, imgs, src, dev, None, tta=False, channels_last=False)
+    tta = predict_images(m, imgs, src, dev, None, tta=True, flip_const=95.0, channels_last=False)
+    assert np.allclose(plain, tta, atol=1e-4)
+    # and the plain prediction of a mirrored image is the mirrored prediction
+    mirrored = predict_images(m, imgs[:, :, ::-1].copy(), src, dev, None, channels_last=False)
+    assert np.allclose(flip_keypoints(mirrored, 95.0), plain, atol=1e-4)
+
+
+def test_kill_during_writing_leaves_no_partial_csv(tmp_path):
+    out = tmp_path / "sub.csv"
+    code = f"""
+import sys, pandas as pd, numpy as np
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import fkd.atomic as a
+orig = a.Path.write_bytes
+def slow(self, data):
+    with open(self, 'wb') as f:
+        f.write(data[:100]); f.flush()
+        print('writing', flush=True)
+        import time; time.sleep(30)
+        f.write(data[100:])
+a.Path.write_bytes = slow
+from fkd.predict import write_csv
+write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}}), a.Path({str(out)!r}))
+"""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not out.exists()                      # never a partial file under the final name
+    write_csv(pd.DataFrame({"RowId": [1, 2], "Location": [1.0, 2.0]}), out)
+    assert out.read_text() == "RowId,Location\n1,1.000000\n2,2.000000\n"
+
+
+@pytest.mark.slow
+def test_predict_a_trained_run(practice_dir, tmp_path):
+    cfg = make_config(preset="quick", data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"),
+                      overrides=["folds=2", "epochs=5", "batch_size=32", "lr=3e-3", "aug=0.5", "dropout=0"])
+    cv = run_cv(cfg, progress=False)
+    assert cv["cv_rmse_tta"] <= cv["cv_rmse_no_tta"]      # flip TTA helps out of fold
+    info = predict_run(cfg.run_dir())
+    f = Path(info["file"])
+    assert f.parent == Path("submissions") and f.is_file() and f.with_suffix(".json").is_file()
+    side = json.loads(f.with_suffix(".json").read_text())
+    assert side["tta"] is True and side["config"]["model"] == "resnet18" and side["cv_rmse"] == cv["cv_rmse_tta"]
+    assert {"data_hash", "git_commit", "fkd_version", "run"} <= set(side)
+    sub = pd.read_csv(f)
+    assert list(sub.columns) == ["RowId", "Location"]
+    assert list(sub.RowId) == list(pd.read_csv(practice_dir / "SampleSubmission.csv").RowId)
+    local = info["local_score"]["all"]["rmse"]
+    assert local < cv["mean_keypoint_rmse"]
+    no_tta = predict_run(cfg.run_dir(), tta=False)
+    row, row2 = ledger.get(f), ledger.get(no_tta["file"])
+    assert row["local_rmse"] == pytest.approx(local) and row["tta"] == 1 and row2["tta"] == 0
+    assert len(ledger.rows()) == 2
+    out = subprocess.run([sys.executable, "-m", "fkd", "scores"], capture_output=True, text=True)
+    assert f.name[:40] in out.stdout
+    # bad inputs: a run without checkpoints, and a test set other than the run's
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((cfg.run_dir() / "config.yaml").read_text())
+    with pytest.raises(FkdError, match="no finished fold checkpoints"):
+        predict_run(empty)
+    from fkd.practice import make_practice
+    other = tmp_path / "other"
+    make_practice(other, seed=99, n_train=50, n_test=20)
+    n_before = len(list(Path("submissions").glob("*.csv")))
+    with pytest.raises(FkdError, match="test set differs"):
+        predict_run(cfg.run_dir(), data_dir=str(other))
+    assert len(list(Path("submissions").glob("*.csv"))) == n_before
