@@ -161,6 +161,56 @@ def cmd_leaderboard(a):
         print(f"our best {('private' if a.private else 'public')} score {best:.5f} would rank {rank} of {len(board) + 1}")
 
 
+def cmd_tune(a):
+    from . import tune
+
+    if a.worker:  # one of the processes `fkd tune --workers N` starts
+        base = _make_cfg(a)
+        tune.run_worker(base, a.study, a.storage, a.trials, a.timeout, tune.load_space(a.space or tune.SPACE_FILE))
+        return
+    import optuna
+
+    storage = a.storage or tune.default_storage()
+    if a.export:
+        study = optuna.load_study(study_name=a.study, storage=tune.storage_for(storage))
+        path, cfg = tune.export_best(study)
+        print(f"best trial of {a.study!r} -> {path}")
+        if not a.no_check:
+            from .config import replace
+            from .train import format_cv, run_cv
+            cfg = replace(cfg, data_dir=a.data_dir or cfg.data_dir, name=f"{a.study}-best-allfolds")
+            print(f"checking it on all {cfg.folds} folds: {cfg.run_dir()}", flush=True)
+            print(format_cv(run_cv(cfg)))
+        _wrote(path)
+        return
+    base = _make_cfg(a)
+    from .config import replace
+    if a.folds:
+        base = replace(base, train_folds=a.folds)
+    print(f"study {a.study!r} in {storage}: {a.trials} trials, {a.workers} worker(s), folds "
+          f"{list(base.train_folds) or 'all'}, {base.epochs} epochs a trial", flush=True)
+    study, summary = tune.tune(base, a.trials, a.study, storage, a.workers, a.timeout, a.pruner, a.space)
+    plots = tune.write_plots(study)
+    print(f"trials {summary['trials']}: " + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items() if v))
+    print(f"first-fold epochs run {summary['first_fold_epochs_run']} (without pruning: "
+          f"{summary['first_fold_epochs_without_pruning']})")
+    if "best_value" in summary:
+        print(f"best CV RMSE {summary['best_value']:.4f} with {summary['best_params']}")
+    print(f"watch it: fkd dashboard --storage {storage}   export: fkd tune --export --study {a.study}")
+    _wrote(storage, *plots)
+
+
+def cmd_dashboard(a):
+    from . import tune
+
+    p = tune.dashboard(a.storage, a.port)
+    print(f"optuna-dashboard at http://127.0.0.1:{a.port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        p.wait()
+    except KeyboardInterrupt:
+        p.terminate()
+
+
 def cmd_submit(a):
     from .submit import submit
 
@@ -232,6 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=20)
     s.add_argument("--private", action="store_true", help="the private board (the competition is closed)")
     s.set_defaults(fn=cmd_leaderboard)
+
+    s = sub.add_parser("tune", help="Optuna study over tuning/space.yaml; --export writes tuning/best.yaml")
+    _config_args(s)
+    s.add_argument("--trials", type=int, default=20, help="finished trials the study ends with")
+    s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    s.add_argument("--folds", type=lambda v: tuple(int(x) for x in v.split(",")), default=(0,),
+                   help="folds searched, e.g. 0 or 0,1 (default 0; the exported best is checked on all)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (cores split)")
+    s.add_argument("--storage", help="RDB URL (default sqlite:///<abs>/tuning/fkd.db; postgresql://... for "
+                                     "workers on several machines)")
+    s.add_argument("--study", default="fkd", help="study name")
+    s.add_argument("--pruner", choices=["median", "hyperband"], default="median")
+    s.add_argument("--space", help="search space YAML (default tuning/space.yaml)")
+    s.add_argument("--export", action="store_true", help="write the best trial to tuning/best.yaml")
+    s.add_argument("--no-check", action="store_true", help="with --export: skip the all-folds check")
+    s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    s.set_defaults(fn=cmd_tune)
+
+    s = sub.add_parser("dashboard", help="optuna-dashboard on the tuning study")
+    s.add_argument("--storage", help="RDB URL (default the tuning/fkd.db study)")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(fn=cmd_dashboard)
 
     s = sub.add_parser("submit", help="end to end: data, train, predict, upload, score (--offline: local server)")
     _config_args(s)

@@ -1,0 +1,168 @@
+"""Optuna tuning: the objective is run_cv; exact trial counts across workers; dead workers; PostgreSQL; dashboard."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fkd.config import make_config
+
+pytestmark = pytest.mark.slow
+
+FAST = ["folds=2", "epochs=2", "limit_train=48", "batch_size=16", "model=baseline", "workers=0"]
+
+
+def tiny_base(practice_dir, **kw):
+    return make_config(preset="quick", overrides=FAST, data_dir=str(practice_dir), train_folds=(0,), **kw)
+
+
+def states(study):
+    from collections import Counter
+    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+
+
+def small_space(tmp_path):
+    p = tmp_path / "space.yaml"
+    p.write_text("lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                 "dropout: {type: float, low: 0.0, high: 0.5}\n")
+    return str(p)
+
+
+def test_study_runs_run_cv_and_exports(practice_dir, tmp_path):
+    from fkd import tune
+    study, summary = tune.tune(tiny_base(practice_dir), n_trials=4, study_name="t1",
+                               storage_url=f"sqlite:///{tmp_path}/t1.db", space_file=small_space(tmp_path))
+    s = states(study)
+    assert s["COMPLETE"] + s["PRUNED"] == 4 and s["FAIL"] == 0
+    t = next(t for t in study.trials if t.state.name == "COMPLETE")
+    assert {"config", "run_dir", "per_fold"} <= set(t.user_attrs)
+    assert Path(t.user_attrs["run_dir"], "cv.json").is_file()      # the same run_cv as `fkd train`
+    assert t.user_attrs["config"]["lr"] == t.params["lr"]
+    path, cfg = tune.export_best(study)
+    assert path == Path("tuning/best.yaml") and cfg.lr == study.best_params["lr"]
+    again = make_config(config_file=str(path))                      # fkd train --config tuning/best.yaml
+    assert again.lr == cfg.lr and again.dropout == cfg.dropout
+    plots = tune.write_plots(study)
+    assert plots and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def _worker_cmd(practice_dir, db, n, space, study="par"):
+    base = tiny_base(practice_dir, threads=1)
+    from fkd.config import save_config
+    cfg = Path(f"{study}-base.yaml")
+    save_config(base, cfg)
+    return [sys.executable, "-m", "fkd", "tune", "--worker", "--config", str(cfg), "--study", study,
+            "--storage", f"sqlite:///{db}", "--trials", str(n), "--space", space]
+
+
+def test_three_workers_finish_exactly_n_trials(practice_dir, tmp_path):
+    from fkd import tune
+    db = tmp_path / "par.db"
+    study = tune.create_study("par", f"sqlite:///{db}", seed=0)
+    cmd = _worker_cmd(practice_dir, db, 7, small_space(tmp_path))
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errs
+    s = states(study)
+    assert s["COMPLETE"] + s["PRUNED"] == 7 and s["FAIL"] == 0 and s["RUNNING"] == 0 and s["WAITING"] == 0
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers)))             # none lost, none duplicated
+    assert len({t.user_attrs["run_dir"] for t in study.trials}) == 7
+
+
+def test_worker_killed_mid_trial_leaves_fail_and_the_study_completes(practice_dir, tmp_path):
+    from fkd import tune
+    db = tmp_path / "kill.db"
+    study = tune.create_study("kill", f"sqlite:///{db}", seed=0)
+    cmd = _worker_cmd(practice_dir, db, 3, small_space(tmp_path), study="kill")
+    victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    s = states(study)
+    assert s["FAIL"] == 1 and s["COMPLETE"] + s["PRUNED"] == 3 and s["RUNNING"] == 0
+
+
+def _pg_cluster():
+    """Start a throwaway PostgreSQL cluster from Debian's package (pg_createcluster / pg_ctlcluster)."""
+    if not shutil.which("pg_ctlcluster"):
+        raise RuntimeError("pg_ctlcluster not found (apt-get install postgresql)")
+    ver = sorted(os.listdir("/usr/lib/postgresql"))[-1]
+    port = 54329
+    subprocess.run(["pg_dropcluster", "--stop", ver, "fkdtest"], capture_output=True)
+    subprocess.run(["pg_createcluster", ver, "fkdtest", "-p", str(port)], check=True, capture_output=True)
+    subprocess.run(["pg_ctlcluster", ver, "fkdtest", "start"], check=True, capture_output=True)
+    for sql in ("CREATE USER fkd WITH PASSWORD 'fkd'", "CREATE DATABASE fkd OWNER fkd"):
+        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-c", sql], check=True,
+                       capture_output=True)
+    return ver, f"postgresql://fkd:fkd@127.0.0.1:{port}/fkd"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    try:
+        ver, url = _pg_cluster()
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
+        msg = f"PostgreSQL could not start: {e}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    yield url
+    subprocess.run(["pg_dropcluster", "--stop", ver, "fkdtest"], capture_output=True)
+
+
+def test_workers_share_a_postgresql_study(practice_dir, tmp_path, postgres):
+    from fkd import tune
+    study = tune.create_study("pg", postgres, seed=0)
+    base = tiny_base(practice_dir, threads=1)
+    from fkd.config import save_config
+    save_config(base, "pg-base.yaml")
+    cmd = [sys.executable, "-m", "fkd", "tune", "--worker", "--config", "pg-base.yaml", "--study", "pg",
+           "--storage", postgres, "--trials", "4", "--space", small_space(tmp_path)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    s = states(study)
+    assert s["COMPLETE"] + s["PRUNED"] == 4 and s["FAIL"] == 0
+
+
+def test_dashboard_serves_the_study(practice_dir, tmp_path):
+    from fkd import tune
+    db = tmp_path / "dash.db"
+    url = f"sqlite:///{db}"
+    tune.create_study("dash", url, seed=0)
+    import json
+    import socket
+    import urllib.request
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    proc = tune.dashboard(url, port)                   # the real optuna-dashboard, headless
+    try:
+        body, deadline = None, time.time() + 60
+        while body is None and time.time() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read()
+            except OSError:
+                time.sleep(0.3)
+        assert body is not None, "optuna-dashboard did not answer"
+        names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
+        assert names == ["dash"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # a missing study database is a clear error, not an empty file
+    from fkd.errors import FkdError
+    missing = tmp_path / "nope.db"
+    with pytest.raises(FkdError, match="no study database"):
+        tune.dashboard(f"sqlite:///{missing}", 8099)
+    assert not missing.exists()
