@@ -104,9 +104,19 @@ def cmd_predict(a):
 
 
 def cmd_scores(a):
-    from . import ledger
+    from . import kaggle, ledger
 
-    print(ledger.format_table(ledger.best_first(ledger.rows())))
+    if not a.local and (kaggle.credentials_source() or kaggle.endpoint()):
+        try:
+            n = kaggle.sync_ledger()
+            print(f"merged {n} submission(s) from {kaggle.where()}")
+        except FkdError as e:
+            print(f"(not merged with {kaggle.where()}: {e})")
+    items = ledger.best_first(ledger.rows())
+    print(ledger.format_table(items))
+    plot = ledger.scatter(items)
+    if plot:
+        _wrote(plot)
 
 
 def cmd_serve(a):
@@ -255,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="competition folder (default: the run's)")
     s.set_defaults(fn=cmd_predict)
 
-    s = sub.add_parser("scores", help="the submissions ledger, best first")
+    s = sub.add_parser("scores", help="the ledger merged with the competition's submissions: CV vs public vs "
+                                      "private, best first; a CV-vs-leaderboard scatter PNG")
+    s.add_argument("--local", action="store_true", help="do not ask Kaggle, print the ledger as it is")
     s.set_defaults(fn=cmd_scores)
 
     s = sub.add_parser("serve", help="local Kaggle-API-compatible server for one competition folder")

@@ -286,6 +286,30 @@ def upload_pending(timeout: float = 600.0) -> list[dict]:
     return out
 
 
+def sync_ledger() -> int:
+    """Merge the competition's submission list into the ledger (matched by the uid in the description)."""
+    import re
+
+    api = get_api()
+    try:
+        subs = [s for s in (api.competition_submissions(COMP.slug) or []) if s is not None]
+    except Exception as e:  # noqa: BLE001
+        raise explain(e) from None
+    by_uid = {r["uid"]: r for r in ledger.rows() if r.get("uid")}
+    n = 0
+    for s in subs:
+        m = re.search(r"uid=([0-9a-f]+)", s.description or "")
+        if not m or m.group(1) not in by_uid:
+            continue
+        status = s.status.name
+        ledger.record(by_uid[m.group(1)]["file"], ref=str(s.ref), status=status,
+                      public_score=float(s.public_score) if status == "COMPLETE" and s.public_score else None,
+                      private_score=float(s.private_score) if status == "COMPLETE" and s.private_score else None,
+                      error=(s.error_description or None) if status == "ERROR" else None)
+        n += 1
+    return n
+
+
 def leaderboard(private: bool = False) -> list[dict]:
     api = get_api()
     try:

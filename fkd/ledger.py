@@ -87,6 +87,34 @@ def best_first(items: list[dict]) -> list[dict]:
     return sorted(items, key=key)
 
 
+def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderboard.png") -> Path | None:
+    """CV RMSE against public and private score: does CV predict the board?"""
+    pts = [r for r in items if r.get("cv_rmse") is not None and r.get("public_score") is not None]
+    if not pts:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import atomic
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    cv = [r["cv_rmse"] for r in pts]
+    ax.scatter(cv, [r["public_score"] for r in pts], label="public", marker="o")
+    priv = [(r["cv_rmse"], r["private_score"]) for r in pts if r.get("private_score") is not None]
+    if priv:
+        ax.scatter(*zip(*priv), label="private", marker="x")
+    lo, hi = min(cv + [r["public_score"] for r in pts]), max(cv + [r["public_score"] for r in pts])
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+    ax.set_xlabel("CV RMSE (out of fold)"), ax.set_ylabel("leaderboard RMSE"), ax.legend(), ax.grid(alpha=0.3)
+    ax.set_title("does CV predict the leaderboard?")
+    fig.tight_layout()
+    with atomic.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return out
+
+
 def format_table(items: list[dict]) -> str:
     if not items:
         return "no submissions yet: run `fkd predict RUN_DIR` or `make submit`"

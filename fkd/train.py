@@ -31,7 +31,10 @@ from .config import Config, save_config, training_fields
 from .data import COMMON, FULL, CompetitionData, load_data, make_folds, save_folds, test_hash
 from .errors import FkdError
 from .infer import autocast, default_workers, predict_images, select_device, to_input
+from .keypoints import flip_keypoints
 from .models import create_model
+
+FLIP_SCAN = (94.5, 95.0, 95.5, 96.0)  # candidate flip constants measured out of fold for TTA
 
 
 # ------------------------------------------------------------------------------------- LR schedules
@@ -300,15 +303,19 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     # out-of-fold predictions with the best weights, with and without flip TTA
     eval_model.load_state_dict(torch.load(fdir / "best.pt", map_location=dev, weights_only=False)["model"])
     oof = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
-    oof_tta = predict_images(eval_model, val_x, val_s, dev, amp, tta=True, flip_const=cfg.flip_const,
-                             channels_last=cfg.channels_last)
+    mirrored = predict_images(eval_model, np.ascontiguousarray(val_x[:, :, ::-1]), val_s, dev, amp,
+                              channels_last=cfg.channels_last)   # predictions of the mirrored faces
+    oof_tta = (oof + flip_keypoints(mirrored, cfg.flip_const)) / 2
+    # the TTA flip constant, measured out of fold: which c un-flips this model's mirrored predictions best
+    scan = {str(c): rmse_masked((oof + flip_keypoints(mirrored, c)) / 2, val_y) for c in FLIP_SCAN}
     np.save(fdir / "oof_idx.npy", va)
     with atomic.atomic_path(fdir / "oof.npy", suffix=".npy") as tmp:
         np.save(tmp, np.stack([oof, oof_tta]))
     _save_curve(history, fdir / "loss.png", f"{run_dir.name} fold {fold}")
     result = {"fold": fold, "best_epoch": best_epoch + 1, "epochs_run": len(history),
               "val_rmse": rmse_masked(oof, val_y), "val_rmse_tta": rmse_masked(oof_tta, val_y),
-              "seconds": round(sum(h["seconds"] for h in history), 1), "n_train": len(tr), "n_val": len(va)}
+              "seconds": round(sum(h["seconds"] for h in history), 1), "n_train": len(tr), "n_val": len(va),
+              "tta_flip_const_scan": scan}
     atomic.write_json(done, result)
     last.unlink(missing_ok=True)  # the fold is finished: best.pt and result.json are what remain
     return result
@@ -378,7 +385,9 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
           "per_fold": chosen["per_fold"], "fold_mean": chosen["fold_mean"], "fold_std": chosen["fold_std"],
           "folds_trained": which, "folds": cfg.folds, "fold_results": results,
           "train_seconds": round(sum(r["seconds"] for r in results), 1), "wall_seconds": round(time.time() - t0, 1),
-          "mean_keypoint_rmse": mean_baseline(data, folds, which), "data_hash": data.data_hash}
+          "mean_keypoint_rmse": mean_baseline(data, folds, which), "data_hash": data.data_hash,
+          "tta_flip_const_scan": {c: pooled([(r["tta_flip_const_scan"][c], r["n_val"]) for r in results])
+                                  for c in results[0]["tta_flip_const_scan"]}}
     with atomic.atomic_path(run_dir / "oof.npy", suffix=".npy") as tmp:
         np.save(tmp, oof)
     atomic.write_json(run_dir / "cv.json", cv)
@@ -401,6 +410,11 @@ def source_means(keypoints: np.ndarray, source: np.ndarray) -> np.ndarray:
     return out
 
 
+def pooled(rmse_and_n: list[tuple[float, int]]) -> float:
+    """Fold RMSEs pooled by fold size (sqrt of the size-weighted mean square)."""
+    return float(np.sqrt(sum(r * r * n for r, n in rmse_and_n) / sum(n for _, n in rmse_and_n)))
+
+
 def mean_baseline(data: CompetitionData, folds: np.ndarray, which: list[int]) -> float:
     """CV RMSE of predicting each fold with the training folds' mean keypoints (per source)."""
     errs = []
@@ -420,6 +434,8 @@ def format_cv(cv: dict) -> str:
              f"per source: full {cv['rmse_full']:.4f}  common {cv['rmse_common']:.4f}",
              "per fold: " + "  ".join(f"{v:.4f}" for v in cv["per_fold"])
              + f"   mean {cv['fold_mean']:.4f} +- {cv['fold_std']:.4f}",
+             "TTA flip constant, out of fold: " + "  ".join(f"c={c}: {v:.4f}" for c, v in
+                                                            cv.get("tta_flip_const_scan", {}).items()),
              "per keypoint:"]
     for k, v in cv["per_keypoint"].items():
         lines.append(f"  {k:<26} {v:.4f}")

@@ -17,8 +17,23 @@ def practice_dir(tmp_path_factory) -> Path:
     from fkd.practice import make_practice
 
     d = tmp_path_factory.mktemp("practice")
-    make_practice(d, seed=7, n_train=400, n_test=80)
+    make_practice(d, seed=7, n_train=600, n_test=80)
     return d
+
+
+# the tiny training recipe the tests share: ~1 minute a fold on 2 CPU cores
+TINY = ["model=resnet18", "folds=2", "epochs=10", "batch_size=16", "lr=1e-3", "aug=0", "dropout=0.0"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(practice_dir, tmp_path_factory):
+    """One 2-fold run on the tiny practice set, trained once for the whole session: (config, cv)."""
+    from fkd.config import make_config
+    from fkd.train import run_cv
+
+    cfg = make_config(preset="quick", overrides=TINY, data_dir=str(practice_dir),
+                      runs_dir=str(tmp_path_factory.mktemp("shared-runs")))
+    return cfg, run_cv(cfg, progress=False)
 
 
 @pytest.fixture

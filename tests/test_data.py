@@ -24,13 +24,13 @@ def unzip_to_csv(d: Path, name: str) -> bytes:
 
 def test_loads_practice_arrays(practice_dir):
     d = load_data(practice_dir)
-    assert d.images.shape == (400, 96, 96) and d.images.dtype == np.uint8
-    assert d.keypoints.shape == (400, 30) and d.keypoints.dtype == np.float32
+    assert d.images.shape == (600, 96, 96) and d.images.dtype == np.uint8
+    assert d.keypoints.shape == (600, 30) and d.keypoints.dtype == np.float32
     assert d.test_images.shape == (80, 96, 96)
     # fully labelled rows are listed first; the rest carry only the 8 common columns
-    assert (d.source[:120] == FULL).all() and (d.source[120:] == COMMON).all()
+    assert (d.source[:180] == FULL).all() and (d.source[180:] == COMMON).all()
     common = np.array(COMP.common_mask)
-    assert np.isnan(d.keypoints[120:][:, ~common]).all()
+    assert np.isnan(d.keypoints[180:][:, ~common]).all()
     assert set(d.lookup.columns) >= {"RowId", "ImageId", "FeatureName", "col", "img"}
     assert (d.test_source[:24] == FULL).all() and (d.test_source[24:] == COMMON).all()
 
@@ -218,5 +218,5 @@ def test_cli_data_summary_and_preview(practice_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "fkd", "data", "--data-dir", str(practice_dir), "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "training rows    400" in r.stdout and "lookup rows" in r.stdout
+    assert "training rows    600" in r.stdout and "lookup rows" in r.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -192,3 +192,25 @@ def test_the_kaggle_cli_itself_lists_our_submission(practice_dir, tmp_path, monk
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_scores_merge_the_competition_list_and_leaderboard_ranks_us(server, practice_dir, tmp_path, capsys):
+    from fkd.cli import main
+    a = noisy_submission(practice_dir, tmp_path / "a.csv", noise=0.5)
+    b = noisy_submission(practice_dir, tmp_path / "b.csv", noise=2.0, seed=1)
+    ledger.record(a, cv_rmse=0.6, run="run-a")
+    ledger.record(b, cv_rmse=2.1, run="run-b")
+    kaggle.upload(a)
+    kaggle.upload(b)
+    ledger.record(a, public_score=None, private_score=None, status="submitted")   # stale local view
+    capsys.readouterr()
+    assert main(["scores"]) == 0
+    out = capsys.readouterr().out
+    assert "merged 2 submission(s)" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith(("a.csv", "b.csv"))]
+    assert [ln.split()[0] for ln in lines] == ["a.csv", "b.csv"]                  # best first
+    assert ledger.get(a)["public_score"] is not None
+    assert Path("submissions/cv-vs-leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["leaderboard", "--private"]) == 0
+    out = capsys.readouterr().out
+    assert "Mean Keypoints Benchmark" in out and "would rank 1 of" in out

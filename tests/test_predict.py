@@ -13,13 +13,11 @@ import pytest
 import torch
 
 from fkd import ledger
-from fkd.config import make_config
 from fkd.data import load_data
 from fkd.errors import FkdError
 from fkd.infer import predict_images
 from fkd.keypoints import flip_keypoints
 from fkd.predict import predict_run, submission_frame, write_csv
-from fkd.train import run_cv
 
 
 def test_rows_follow_the_lookup_table_clipped_and_finite(practice_dir, tmp_path):
@@ -37,32 +35,27 @@ def test_rows_follow_the_lookup_table_clipped_and_finite(practice_dir, tmp_path)
         submission_frame(pred, d)
 
 
-class MirrorModel(torch.nn.Module):
-    """An exactly flip-equivariant stand-in: predicts keypoints from the image's own mirror symmetry."""
+class Symmetrized(torch.nn.Module):
+    """eq(x) = (m(x) + flip(m(mirror x))) / 2 is exactly flip-equivariant for any model m."""
 
-    def __init__(self, c):
+    def __init__(self, base, c):
         super().__init__()
-        self.c = c
+        self.base, self.c = base, c
 
     def forward(self, x, source, target=None):
-        b = x.shape[0]
-        m = x.mean((1, 2))[:, :, None].expand(b, 96, 1)   # (B, 96, 1) column profile
-        xs = torch.arange(96.0)
-        cx = (m[:, :, 0] * xs).sum(1) / m[:, :, 0].sum(1)  # centre of mass in x
-        pts = torch.stack([cx + 10 * torch.arange(15) / 15 - 5, torch.arange(15.0).expand(b, 15) * 5], -1)
-        # a symmetric layout: left/right pairs mirror about cx, so flipping the image flips the prediction
-        from fkd.keypoints import FLIP_PERM
-        pts_f = pts[:, FLIP_PERM].clone()
-        pts_f[..., 0] = 2 * cx[:, None] - pts_f[..., 0]
-        p = (pts + pts_f) / 2
-        return {"preds": p.reshape(b, 30)}
+        from fkd.keypoints import flip_keypoints_torch
+        p = self.base(x, source)["preds"]
+        pf = self.base(x.flip(-1), source)["preds"]
+        return {"preds": (p + flip_keypoints_torch(pf, self.c)) / 2}
 
 
 def test_flip_equivariant_model_passes_tta_unchanged():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, (6, 96, 96), dtype=np.uint8)
-    src = np.zeros(6, np.int64)
-    m = MirrorModel(95.0)
+    src = np.array([0, 1, 0, 1, 0, 1])
+    from fkd.models import create_model
+    torch.manual_seed(0)
+    m = Symmetrized(create_model("baseline", dropout=0.0), 95.0).eval()
     dev = torch.device("cpu")
     plain = predict_images(m, imgs, src, dev, None, tta=False, channels_last=False)
     tta = predict_images(m, imgs, src, dev, None, tta=True, flip_const=95.0, channels_last=False)
@@ -99,10 +92,8 @@ write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}
 
 
 @pytest.mark.slow
-def test_predict_a_trained_run(practice_dir, tmp_path):
-    cfg = make_config(preset="quick", data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"),
-                      overrides=["folds=2", "epochs=5", "batch_size=32", "lr=3e-3", "aug=0.5", "dropout=0"])
-    cv = run_cv(cfg, progress=False)
+def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
+    cfg, cv = trained_run
     assert cv["cv_rmse_tta"] <= cv["cv_rmse_no_tta"]      # flip TTA helps out of fold
     info = predict_run(cfg.run_dir())
     f = Path(info["file"])
@@ -122,7 +113,7 @@ def test_predict_a_trained_run(practice_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "fkd", "scores"], capture_output=True, text=True)
     assert f.name[:40] in out.stdout
     # bad inputs: a run without checkpoints, and a test set other than the run's
-    empty = tmp_path / "runs" / "empty"
+    empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.yaml").write_text((cfg.run_dir() / "config.yaml").read_text())
     with pytest.raises(FkdError, match="no finished fold checkpoints"):
