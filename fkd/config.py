@@ -49,7 +49,7 @@ class Config:
     # augmentation and flips
     aug: float = 1.0               # augmentation strength, 0 = off
     flip_p: float = 0.5            # probability of the label-swapping horizontal flip
-    flip_const: float = 95.0       # x' = flip_const - x, shared by training and TTA
+    flip_const: float = 96.0       # x' = flip_const - x, shared by training and TTA (96: measured on ytf15)
     tta: bool = True               # horizontal-flip test-time augmentation
     # execution
     seed: int = 42

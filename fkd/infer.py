@@ -59,7 +59,7 @@ def default_workers(dev: torch.device) -> int:
 
 @torch.no_grad()
 def predict_images(model, images: np.ndarray, source: np.ndarray, dev: torch.device, amp: torch.dtype | None,
-                   tta: bool = False, flip_const: float = 95.0, batch_size: int = 256,
+                   tta: bool = False, flip_const: float = 96.0, batch_size: int = 256,
                    channels_last: bool = True) -> np.ndarray:
     """(N, 96, 96) uint8 images + (N,) sources -> (N, 30) float32 pixel predictions.
 

@@ -4,7 +4,7 @@ Each face is drawn with OpenCV at twice the resolution in a canonical frame (ova
 sclera, iris, pupil and lids, brows, nose with nostrils, lips, hair), placed over a cluttered background by
 one affine warp (rotation +-20 deg, scale, shift) after a mild yaw, lit by a gradient and given sensor noise.
 The 15 keypoints are the drawing's own control points sent through the same transform, so they are exact
-(pixel-centre convention: flip constant 95). Two annotation sources as in the real data: the fully
+(written in the pixel-edge convention, x = pixel index + 0.5, so the flip constant is 96 as on ytf15). Two annotation sources as in the real data: the fully
 labelled source (listed first) and a common-only source that labels 8 columns and puts the nose tip
 lower and the bottom-lip point higher.
 
@@ -166,7 +166,8 @@ def draw(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     g = rng.uniform(-0.4, 0.4, 2)
     img = img * (1 + g[0] * _XX + g[1] * _XX.T) * rng.uniform(0.75, 1.15)
     img = img + rng.normal(0, rng.uniform(2, 8), img.shape)
-    kp = (np.c_[k, np.ones(15)] @ m.T).astype(np.float64)  # (15, 2) in the image
+    # labels in the pixel-edge convention (pixel i spans [i, i+1)): flip constant 96, like ytf15 (measured)
+    kp = (np.c_[k, np.ones(15)] @ m.T).astype(np.float64) + 0.5  # (15, 2) in the image
     return np.clip(np.round(img), 0, 255).astype(np.uint8), kp.ravel(), m
 
 

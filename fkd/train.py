@@ -34,7 +34,7 @@ from .infer import autocast, default_workers, predict_images, select_device, to_
 from .keypoints import flip_keypoints
 from .models import create_model
 
-FLIP_SCAN = (94.5, 95.0, 95.5, 96.0)  # candidate flip constants measured out of fold for TTA
+FLIP_SCAN = (95.0, 95.5, 96.0, 96.5, 97.0)  # candidate flip constants measured out of fold for TTA
 
 
 # ------------------------------------------------------------------------------------- LR schedules
