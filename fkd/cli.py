@@ -171,6 +171,19 @@ def cmd_leaderboard(a):
         print(f"our best {('private' if a.private else 'public')} score {best:.5f} would rank {rank} of {len(board) + 1}")
 
 
+def cmd_errors(a):
+    from .competition import COMP
+    from .errors_report import error_report
+
+    r = error_report(a.run_dir, worst=a.worst, tta=not a.no_tta)
+    print(f"{'keypoint':<26} {'full':>7} {'common':>7}")
+    for k in COMP.keypoints:
+        f, c = r["per_keypoint"]["full"][k], r["per_keypoint"]["common"][k]
+        print(f"{k:<26} {f:7.3f} {c:7.3f}".replace("nan", "  -"))
+    print("worst faces (row, px): " + ", ".join(f"{i} {e:.2f}" for i, e in r["worst"][:8]))
+    _wrote(r["gallery"], r["per_keypoint_png"])
+
+
 def cmd_tune(a):
     from . import tune
 
@@ -294,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=20)
     s.add_argument("--private", action="store_true", help="the private board (the competition is closed)")
     s.set_defaults(fn=cmd_leaderboard)
+
+    s = sub.add_parser("errors", help="worst out-of-fold faces (gallery PNG) and per-keypoint error by source")
+    s.add_argument("run_dir")
+    s.add_argument("--worst", type=int, default=16)
+    s.add_argument("--no-tta", action="store_true")
+    s.set_defaults(fn=cmd_errors)
 
     s = sub.add_parser("tune", help="Optuna study over tuning/space.yaml; --export writes tuning/best.yaml")
     _config_args(s)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
-import io
 import json
 import os
 import re

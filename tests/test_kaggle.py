@@ -214,3 +214,23 @@ def test_scores_merge_the_competition_list_and_leaderboard_ranks_us(server, prac
     assert main(["leaderboard", "--private"]) == 0
     out = capsys.readouterr().out
     assert "Mean Keypoints Benchmark" in out and "would rank 1 of" in out
+
+
+@pytest.mark.slow
+def test_submit_end_to_end_offline(practice_dir, tmp_path, monkeypatch, capsys):
+    """download -> train tiny -> predict -> submit -> poll, all through the official client and `fkd serve`."""
+    from fkd.submit import submit
+    for v in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "FKD_KAGGLE_ENDPOINT"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-credentials"))   # none: offline by itself
+    r = submit(preset="quick", data_dir=str(practice_dir),
+               overrides=["folds=2", "epochs=1", "limit_train=120", "batch_size=16", "model=baseline"])
+    out = capsys.readouterr().out
+    assert "OFFLINE (no Kaggle credentials found)" in out and "Nothing here reached kaggle.com" in out
+    assert r["offline"] and Path("competition/data/offline-" + practice_dir.name, "training.csv").is_file()
+    sub = Path(r["submission"]["file"])
+    row = r["ledger"]
+    assert row["status"] == "COMPLETE"
+    for subset, col in (("public", "public_score"), ("private", "private_score")):
+        assert abs(row[col] - score_files(sub, practice_dir / "solution.csv", subset=subset)["rmse"]) < 1e-9
+    assert f"CV RMSE       {r['cv']['cv_rmse']:.4f}" in out and "public score" in out

@@ -1,10 +1,8 @@
 """Submissions: lookup order, clipping, no NaN, flip TTA, fold ensemble, atomic writes, the ledger."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +123,14 @@ def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
     with pytest.raises(FkdError, match="test set differs"):
         predict_run(cfg.run_dir(), data_dir=str(other))
     assert len(list(Path("submissions").glob("*.csv"))) == n_before
+
+
+@pytest.mark.slow
+def test_error_report_of_a_trained_run(trained_run, capsys):
+    from fkd.cli import main
+    cfg, cv = trained_run
+    assert main(["errors", str(cfg.run_dir()), "--worst", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "nose_tip" in out and "worst faces" in out
+    for name in ("errors-gallery.png", "errors-per-keypoint.png"):
+        assert (cfg.run_dir() / name).read_bytes()[:4] == b"\x89PNG"

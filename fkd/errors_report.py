@@ -1,0 +1,70 @@
+"""Error analysis of a trained run from its out-of-fold predictions: the worst faces, per-keypoint error by source.
+
+    $ fkd errors runs/default-resnet18-1a2b3c4d      # writes errors-gallery.png and errors-per-keypoint.png there
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .competition import COMP
+from .data import FULL, load_data
+
+
+def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .predict import load_run
+    from .train import rmse_masked
+
+    run_dir = Path(run_dir)
+    cfg, meta = load_run(run_dir)
+    oof_file = run_dir / "oof.npy"
+    if not oof_file.is_file():
+        from .errors import FkdError
+        raise FkdError(f"{run_dir}: no oof.npy; finish the run with `fkd train` first")
+    data = load_data(meta.get("data_dir") or cfg.data_dir)
+    oof = np.load(oof_file)[1 if tta else 0]                     # (N, 30)
+    have = np.isfinite(oof).all(1)
+    err2 = np.where(np.isfinite(data.keypoints), (oof - data.keypoints) ** 2, np.nan)
+    per_img = np.sqrt(np.nanmean(err2, 1))
+    per_img[~have] = -1
+    order = np.argsort(-per_img)[:worst]
+    cols = 4
+    rows = (len(order) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, i in zip(np.atleast_1d(axes).ravel(), order):
+        ax.imshow(data.images[i], cmap="gray", vmin=0, vmax=255)
+        t, p = data.keypoints[i].reshape(15, 2), oof[i].reshape(15, 2)
+        ax.scatter(t[:, 0], t[:, 1], s=9, c="lime", label="true")
+        ax.scatter(p[:, 0], p[:, 1], s=9, c="red", marker="x", label="predicted")
+        ax.set_title(f"row {i} {'full' if data.source[i] == FULL else 'common'}: {per_img[i]:.2f}px", fontsize=7)
+    gallery = run_dir / "errors-gallery.png"
+    fig.tight_layout()
+    with atomic.atomic_path(gallery, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    table = {}
+    for name, sel in (("full", data.source == FULL), ("common", data.source != FULL)):
+        table[name] = {k: rmse_masked(oof[sel & have][:, 2 * j:2 * j + 2], data.keypoints[sel & have][:, 2 * j:2 * j + 2])
+                       for j, k in enumerate(COMP.keypoints)}
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    x = np.arange(15)
+    for off, name in ((-0.2, "full"), (0.2, "common")):
+        ax.bar(x + off, [table[name][k] for k in COMP.keypoints], width=0.4, label=f"{name} source")
+    ax.set_xticks(x, COMP.keypoints, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("OOF RMSE (px)"), ax.legend(), ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{run_dir.name}: per-keypoint error by source ({'with' if tta else 'without'} TTA)")
+    per_kp = run_dir / "errors-per-keypoint.png"
+    fig.tight_layout()
+    with atomic.atomic_path(per_kp, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return {"gallery": str(gallery), "per_keypoint_png": str(per_kp), "per_keypoint": table,
+            "worst": [(int(i), float(per_img[i])) for i in order]}
