@@ -51,6 +51,7 @@ class Config:
     flip_p: float = 0.5            # probability of the label-swapping horizontal flip
     flip_const: float = 96.0       # x' = flip_const - x, shared by training and TTA (96: measured on ytf15)
     tta: bool = True               # horizontal-flip test-time augmentation
+    tta_flip_const: float = 0.0    # TTA's un-flip constant; 0 = fitted out of fold (closed form) by run_cv
     # execution
     seed: int = 42
     deterministic: bool = False
@@ -76,7 +77,8 @@ class Config:
 
 
 # Fields that do not change the trained weights: they may differ between the runs that share a run dir.
-NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "device", "workers", "threads", "train_folds", "preset"}
+NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device", "workers", "threads",
+                "train_folds", "preset"}
 
 
 def training_fields(cfg: Config) -> dict:

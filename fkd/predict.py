@@ -44,7 +44,8 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return done
 
 
-def ensemble_predict(cfg: Config, ckpts: list[Path], data: CompetitionData, tta: bool) -> np.ndarray:
+def ensemble_predict(cfg: Config, ckpts: list[Path], data: CompetitionData, tta: bool,
+                     tta_const: float | None = None) -> np.ndarray:
     """Average every fold's best checkpoint over the test images -> (M, 30) pixels."""
     from .train import build
 
@@ -60,7 +61,7 @@ def ensemble_predict(cfg: Config, ckpts: list[Path], data: CompetitionData, tta:
             raise FkdError(f"{ck}: unreadable checkpoint ({type(e).__name__}); retrain that fold") from None
         model.load_state_dict(state["model"])
         preds.append(predict_images(model, data.test_images, data.test_source, dev, amp, tta=tta,
-                                    flip_const=cfg.flip_const, channels_last=cfg.channels_last))
+                                    flip_const=tta_const or cfg.flip_const, channels_last=cfg.channels_last))
     return np.mean(preds, 0)
 
 
@@ -106,10 +107,12 @@ def predict_run(run_dir: str | Path, tta: bool | None = None, data_dir: str | No
     if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
         raise FkdError(f"{data.data_dir}: its test set differs from the one run {run_dir.name} was trained beside; "
                        "predict with the run's own data folder (--data-dir)")
-    pred = ensemble_predict(cfg, ckpts, data, tta)
-    sub = submission_frame(pred, data)
     cv_file = run_dir / "cv.json"
     cv = json.loads(cv_file.read_text()) if cv_file.is_file() else {}
+    # TTA un-flips with the constant fitted out of fold (cv.json), or the configured one
+    tta_const = cfg.tta_flip_const or cv.get("tta_flip_const") or cfg.flip_const
+    pred = ensemble_predict(cfg, ckpts, data, tta, tta_const)
+    sub = submission_frame(pred, data)
     cv_rmse = cv.get("cv_rmse_tta" if tta else "cv_rmse_no_tta")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(out_dir) / f"{stamp}-{run_dir.name}.csv"
@@ -119,7 +122,7 @@ def predict_run(run_dir: str | Path, tta: bool | None = None, data_dir: str | No
         n += 1
     write_csv(sub, out)
     info = {"file": str(out), "run": run_dir.name, "run_dir": str(run_dir.resolve()), "config": cfg.to_dict(),
-            "cv_rmse": cv_rmse, "tta": tta, "folds": [c.parent.name for c in ckpts],
+            "cv_rmse": cv_rmse, "tta": tta, "tta_flip_const": tta_const if tta else None, "folds": [c.parent.name for c in ckpts],
             "data_dir": str(Path(data.data_dir).resolve()), "data_hash": data.data_hash, "test_hash": test_hash(data),
             "git_commit": git_commit(), "fkd_version": __import__("fkd").__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(sub)}

@@ -376,9 +376,13 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     oof = collect_oof(run_dir, data, folds, which)
     sel = np.isin(folds, which)
     no_tta = breakdown(oof[0][sel], data.keypoints[sel], data.source[sel], folds[sel])
+    c_tta = fit_tta_flip_const(oof[1][sel], data.keypoints[sel], cfg.flip_const) if cfg.tta_flip_const == 0 \
+        else cfg.tta_flip_const
+    oof[1] = shift_tta(oof[1], cfg.flip_const, c_tta)
     tta = breakdown(oof[1][sel], data.keypoints[sel], data.source[sel], folds[sel])
     chosen = tta if cfg.tta else no_tta
     cv = {"run": run_dir.name, "cv_rmse": chosen["rmse"], "cv_rmse_no_tta": no_tta["rmse"],
+          "tta_flip_const": c_tta, "flip_const": cfg.flip_const,
           "cv_rmse_tta": tta["rmse"], "tta": cfg.tta, "rmse_full": chosen["rmse_full"],
           "rmse_common": chosen["rmse_common"], "per_keypoint": chosen["per_keypoint"],
           "per_fold": chosen["per_fold"], "fold_mean": chosen["fold_mean"], "fold_std": chosen["fold_std"],
@@ -409,6 +413,27 @@ def source_means(keypoints: np.ndarray, source: np.ndarray) -> np.ndarray:
     return out
 
 
+def shift_tta(tta_pred: np.ndarray, c_from: float, c_to: float) -> np.ndarray:
+    """Flip-TTA predictions made with constant c_from, as they would be with c_to: x moves by (c_to - c_from) / 2."""
+    out = tta_pred.copy()
+    out[..., 0::2] += (c_to - c_from) / 2
+    return out
+
+
+def fit_tta_flip_const(tta_pred: np.ndarray, target: np.ndarray, c_used: float) -> float:
+    """The TTA flip constant that minimises out-of-fold RMSE, in closed form.
+
+    TTA(c) = (p + c - p_mirrored) / 2 in x, so TTA(c) = TTA(c_used) + (c - c_used) / 2 and the least-squares
+    c is c_used + 2 * mean(x_true - TTA_x). Whatever flip constant training used, the TTA optimum is the data's
+    own convention (a wrong training constant biases plain and mirrored predictions alike, and TTA cancels it).
+    """
+    x_t, x_p = target[..., 0::2], tta_pred[..., 0::2]
+    m = np.isfinite(x_t) & np.isfinite(x_p)
+    if not m.any():
+        return float(c_used)
+    return float(np.clip(c_used + 2 * np.mean(x_t[m] - x_p[m]), c_used - 3, c_used + 3))
+
+
 def pooled(rmse_and_n: list[tuple[float, int]]) -> float:
     """Fold RMSEs pooled by fold size (sqrt of the size-weighted mean square)."""
     return float(np.sqrt(sum(r * r * n for r, n in rmse_and_n) / sum(n for _, n in rmse_and_n)))
@@ -433,7 +458,8 @@ def format_cv(cv: dict) -> str:
              f"per source: full {cv['rmse_full']:.4f}  common {cv['rmse_common']:.4f}",
              "per fold: " + "  ".join(f"{v:.4f}" for v in cv["per_fold"])
              + f"   mean {cv['fold_mean']:.4f} +- {cv['fold_std']:.4f}",
-             "TTA flip constant, out of fold: " + "  ".join(f"c={c}: {v:.4f}" for c, v in
+             f"TTA flip constant {cv.get('tta_flip_const', 0):.3f} (fitted out of fold; training flips with "
+             f"{cv.get('flip_const', 0)}); scan: " + "  ".join(f"c={c}: {v:.4f}" for c, v in
                                                             cv.get("tta_flip_const_scan", {}).items()),
              "per keypoint:"]
     for k, v in cv["per_keypoint"].items():

@@ -120,3 +120,20 @@ def test_baseline_is_the_reference_architecture():
     lins = [l for l in m.modules() if isinstance(l, torch.nn.Linear)]
     assert [(l.in_features, l.out_features) for l in lins] == [(2304, 1024), (1024, 512), (512, 30)]
     assert [d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)] == [0.4, 0.4]
+
+
+def test_tta_flip_constant_is_fitted_to_the_data_convention():
+    from fkd.train import fit_tta_flip_const, shift_tta
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(10, 86, (500, 30))
+    truth[:, 4:6] = np.nan                                   # missing labels are ignored
+    c_true, c_used, b = 96.7, 96.0, 0.4                      # the data's convention, training's, a model bias
+    p = truth + b + rng.normal(0, 1.0, truth.shape)          # plain predictions
+    pm = truth + b + rng.normal(0, 1.0, truth.shape)         # predictions of the mirrored faces...
+    pm[:, 0::2] = c_true - truth[:, 0::2] + b + rng.normal(0, 1.0, (500, 15))   # ...in the mirrored frame
+    tta = (p + pm) / 2
+    tta[:, 0::2] = (p[:, 0::2] + c_used - pm[:, 0::2]) / 2   # un-flipped with the training constant
+    c = fit_tta_flip_const(tta, truth, c_used)
+    assert c == pytest.approx(c_true, abs=0.1)               # recovered whatever training used
+    err = lambda a: np.sqrt(np.nanmean((a - truth)[:, 0::2] ** 2))  # noqa: E731
+    assert err(shift_tta(tta, c_used, c)) < err(tta) - 0.1
