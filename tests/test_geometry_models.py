@@ -136,4 +136,4 @@ def test_tta_flip_constant_is_fitted_to_the_data_convention():
     c = fit_tta_flip_const(tta, truth, c_used)
     assert c == pytest.approx(c_true, abs=0.1)               # recovered whatever training used
     err = lambda a: np.sqrt(np.nanmean((a - truth)[:, 0::2] ** 2))  # noqa: E731
-    assert err(shift_tta(tta, c_used, c)) < err(tta) - 0.1
+    assert err(shift_tta(tta, c_used, c)) < err(tta) - 0.05
