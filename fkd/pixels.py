@@ -19,39 +19,33 @@ import numpy as np
 OK, BAD_CHAR, BAD_COUNT, BAD_RANGE = 0, 1, 2, 3
 
 
-@numba.njit(cache=True)
-def line_bounds(a, first):
+def line_bounds(a: np.ndarray, first: int):
     """Non-empty lines of `a` from byte `first`: starts, ends (exclusive, without CR) and last-comma positions."""
-    n = a.size
-    count = 0
-    for i in range(first, n):
-        if a[i] == 10:
-            count += 1
-    starts = np.empty(count + 1, np.int64)
-    ends = np.empty(count + 1, np.int64)
-    k = 0
-    s = first
-    for i in range(first, n + 1):
-        if i == n or a[i] == 10:
-            e = i
-            if e > s and a[e - 1] == 13:
-                e -= 1
-            if e > s:
-                starts[k] = s
-                ends[k] = e
-                k += 1
-            s = i + 1
-    starts = starts[:k]
-    ends = ends[:k]
-    commas = np.empty(k, np.int64)
-    for r in range(k):
+    nl = np.flatnonzero(a[first:] == 10) + first
+    starts = np.concatenate(([first], nl + 1))
+    ends = np.concatenate((nl, [a.size]))
+    cr = (ends > starts) & (a[np.maximum(ends - 1, 0)] == 13)
+    ends = ends - cr
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    return starts, ends, last_commas(a, starts, ends)
+
+
+@numba.njit(cache=True, parallel=True)
+def last_commas(a, starts, ends):
+    """Position of each line's last comma before its first space (-1 = none): labels hold no spaces, pixels
+    no commas, so the scan stops where the pixels begin instead of walking the whole line."""
+    out = np.empty(starts.size, np.int64)
+    for r in numba.prange(starts.size):
         c = starts[r] - 1
-        for i in range(ends[r] - 1, starts[r] - 1, -1):
-            if a[i] == 44:
+        for i in range(starts[r], ends[r]):
+            ch = a[i]
+            if ch == 44:
                 c = i
+            elif ch == 32:
                 break
-        commas[r] = c
-    return starts, ends, commas
+        out[r] = c
+    return out
 
 
 @numba.njit(cache=True, parallel=True)
