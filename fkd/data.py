@@ -414,24 +414,10 @@ def summary(d: CompetitionData) -> str:
 
 def preview(d: CompetitionData, out: Path, n: int = 16, seed: int = 0) -> Path:
     """PNG grid of training faces with their keypoints (full source in green, common-only in orange)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import face_grid
 
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(d.images), size=min(n, len(d.images)), replace=False))
-    cols = 4
-    rows = (len(idx) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, i in zip(np.atleast_1d(axes).ravel(), idx):
-        ax.imshow(d.images[i], cmap="gray", vmin=0, vmax=255)
-        k = d.keypoints[i].reshape(15, 2)
-        ax.scatter(k[:, 0], k[:, 1], s=8, c="lime" if d.source[i] == FULL else "orange")
-        ax.set_title(f"row {i} ({'full' if d.source[i] == FULL else 'common'})", fontsize=7)
-    fig.tight_layout()
-    with atomic.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return Path(out)
+    idx = np.sort(np.random.default_rng(seed).choice(len(d.images), size=min(n, len(d.images)), replace=False))
+    src = ["full" if d.source[i] == FULL else "common" for i in idx]
+    colours = ["lime" if s == "full" else "orange" for s in src]
+    return face_grid(d.images[idx], [(d.keypoints[idx], colours, "o")],
+                     [f"row {i} ({s})" for i, s in zip(idx, src)], out)

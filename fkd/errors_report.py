@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
 from .competition import COMP
 from .data import FULL, load_data
+from .plots import face_grid, save
 
 
 def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict:
@@ -34,22 +34,9 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     per_img = np.sqrt(np.nanmean(err2, 1))
     per_img[~have] = -1
     order = np.argsort(-per_img)[:worst]
-    cols = 4
-    rows = (len(order) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, i in zip(np.atleast_1d(axes).ravel(), order):
-        ax.imshow(data.images[i], cmap="gray", vmin=0, vmax=255)
-        t, p = data.keypoints[i].reshape(15, 2), oof[i].reshape(15, 2)
-        ax.scatter(t[:, 0], t[:, 1], s=9, c="lime", label="true")
-        ax.scatter(p[:, 0], p[:, 1], s=9, c="red", marker="x", label="predicted")
-        ax.set_title(f"row {i} {'full' if data.source[i] == FULL else 'common'}: {per_img[i]:.2f}px", fontsize=7)
-    gallery = run_dir / "errors-gallery.png"
-    fig.tight_layout()
-    with atomic.atomic_path(gallery, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    gallery = face_grid(data.images[order], [(data.keypoints[order], "lime", "o"), (oof[order], "red", "x")],
+                        [f"row {i} {'full' if data.source[i] == FULL else 'common'}: {per_img[i]:.2f}px"
+                         for i in order], run_dir / "errors-gallery.png")
     table = {}
     for name, sel in (("full", data.source == FULL), ("common", data.source != FULL)):
         table[name] = {k: rmse_masked(oof[sel & have][:, 2 * j:2 * j + 2], data.keypoints[sel & have][:, 2 * j:2 * j + 2])
@@ -61,10 +48,7 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     ax.set_xticks(x, COMP.keypoints, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("OOF RMSE (px)"), ax.legend(), ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{run_dir.name}: per-keypoint error by source ({'with' if tta else 'without'} TTA)")
-    per_kp = run_dir / "errors-per-keypoint.png"
     fig.tight_layout()
-    with atomic.atomic_path(per_kp, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    per_kp = save(fig, run_dir / "errors-per-keypoint.png")
     return {"gallery": str(gallery), "per_keypoint_png": str(per_kp), "per_keypoint": table,
             "worst": [(int(i), float(per_img[i])) for i in order]}

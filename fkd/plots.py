@@ -1,0 +1,44 @@
+"""Pictures people would rather look at than read: grids of faces with keypoints drawn on them.
+
+    >>> face_grid(images[:8], [(kp[:8], "lime", "o")], [f"row {i}" for i in range(8)], "faces.png")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+
+
+def save(fig, out: str | Path) -> Path:
+    """Write a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return Path(out)
+
+
+def face_grid(images: np.ndarray, point_sets: list[tuple[np.ndarray, object, str]], titles: list[str],
+              out: str | Path, cols: int = 4) -> Path:
+    """images (n, 96, 96); point_sets: (keypoints (n, 30), colour or per-face colours, marker) drawn in order."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, (len(images) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for j, (ax, img) in enumerate(zip(axes, images)):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        for kp, colour, marker in point_sets:
+            k = kp[j].reshape(15, 2)
+            c = colour[j] if isinstance(colour, (list, tuple, np.ndarray)) else colour
+            ax.scatter(k[:, 0], k[:, 1], s=9, c=c, marker=marker)
+        ax.set_title(titles[j], fontsize=7)
+    fig.tight_layout()
+    return save(fig, out)
