@@ -32,6 +32,8 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
     from .train import format_cv, run_cv
 
     t0 = time.time()
+    saved_env = {k: os.environ.get(k) for k in (kaggle.ENDPOINT_ENV, "KAGGLE_CONFIG_DIR", "KAGGLE_API_TOKEN",
+                                                "KAGGLE_USERNAME", "KAGGLE_KEY")}
     reason = "OFFLINE=1 / --offline" if offline else "no Kaggle credentials found"
     offline = offline or kaggle.credentials_source() is None
     srv = None
@@ -76,6 +78,12 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
     finally:
         if srv is not None:
             srv.shutdown()
+            srv.server_close()
+            for k, v in saved_env.items():  # the offline endpoint and local credentials end with the call
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     _banner(f"{'OFFLINE (local server, nothing sent to kaggle.com)' if offline else 'Kaggle'} result for "
             f"{Path(info['file']).name}\n"
             f"  CV RMSE       {cv['cv_rmse']:.4f}  (mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})\n"

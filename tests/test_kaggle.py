@@ -29,6 +29,7 @@ def server(practice_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
     yield srv
     srv.shutdown()
+    srv.server_close()
 
 
 def noisy_submission(practice_dir, path, noise=1.0, seed=0, drop=0):
@@ -169,6 +170,7 @@ def test_server_state_survives_a_restart(practice_dir, tmp_path, monkeypatch):
     board = srv2.state.leaderboard()
     assert {"Sample Submission Benchmark", "Mean Keypoints Benchmark", "bob"} <= {b["teamName"] for b in board}
     srv2.shutdown()
+    srv2.server_close()
 
 
 def test_the_kaggle_cli_itself_lists_our_submission(practice_dir, tmp_path, monkeypatch):
@@ -225,6 +227,7 @@ def test_submit_end_to_end_offline(practice_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-credentials"))   # none: offline by itself
     r = submit(preset="quick", data_dir=str(practice_dir),
                overrides=["folds=2", "epochs=1", "limit_train=120", "batch_size=16", "model=baseline"])
+    assert "FKD_KAGGLE_ENDPOINT" not in os.environ and "KAGGLE_USERNAME" not in os.environ  # restored
     out = capsys.readouterr().out
     assert "OFFLINE (no Kaggle credentials found)" in out and "Nothing here reached kaggle.com" in out
     assert r["offline"] and Path("competition/data/offline-" + practice_dir.name, "training.csv").is_file()

@@ -108,7 +108,8 @@ def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
     row, row2 = ledger.get(f), ledger.get(no_tta["file"])
     assert row["local_rmse"] == pytest.approx(local) and row["tta"] == 1 and row2["tta"] == 0
     assert len(ledger.rows()) == 2
-    out = subprocess.run([sys.executable, "-m", "fkd", "scores"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "fkd", "scores", "--local"], capture_output=True, text=True,
+                         timeout=120)
     assert f.name[:40] in out.stdout
     # bad inputs: a run without checkpoints, and a test set other than the run's
     empty = tmp_path / "empty"
