@@ -72,5 +72,8 @@ bench: install ## benchmarks: parse speed, training throughput (benchmarks/)
 	$(BIN)/python benchmarks/parse.py
 	$(BIN)/python benchmarks/throughput.py
 
+reliability: install ## kill-anywhere, malformed-input corpus, server abuse: the report table (KILLS=4)
+	$(BIN)/python tests/reliability.py --kills $(or $(KILLS),4) --out reliability.json
+
 clean: ## remove runs, caches and the venv (keeps submissions/)
 	rm -rf runs competition/data/.cache $(VENV)

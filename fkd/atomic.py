@@ -4,8 +4,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
+
+HOST = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:40] or "host"
+TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[^.]+\.tmp")
 
 
 @contextlib.contextmanager
@@ -13,7 +18,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temp path beside `path`; on success fsync and rename it over `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -38,3 +43,31 @@ def write_text(path, text: str) -> Path:
 
 def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete temp files that a killed process of this host left behind (its pid is gone); returns them.
+
+    Temps of live processes (another fold training into the same run) and of other hosts are left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
+        m = TEMP.match(p.name)
+        if m and m["host"] == HOST and not _alive(int(m["pid"])):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                gone.append(p)
+    return gone

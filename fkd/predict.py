@@ -114,6 +114,7 @@ def predict_run(run_dir: str | Path, tta: bool | None = None, data_dir: str | No
     pred = ensemble_predict(cfg, ckpts, data, tta, tta_const)
     sub = submission_frame(pred, data)
     cv_rmse = cv.get("cv_rmse_tta" if tta else "cv_rmse_no_tta")
+    atomic.sweep(out_dir, recursive=False)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(out_dir) / f"{stamp}-{run_dir.name}.csv"
     n = 1

@@ -40,6 +40,8 @@ from .errors import FkdError
 
 MAX_UPLOAD = 64 * 1024 * 1024
 MAX_JSON = 1024 * 1024
+MAX_CLIENTS = 32        # connections served at once; more get 503 at once instead of a thread each
+CLIENT_TIMEOUT = 20.0   # seconds a connection may sit idle (a slow or stalled client) before it is dropped
 DATA_FILES = ("training.zip", "training.csv", "test.zip", "test.csv", COMP.files["lookup"], COMP.files["sample"])
 
 SCHEMA = """
@@ -171,9 +173,11 @@ class CompetitionState:
 
     def put_upload(self, token: str, data: bytes) -> int:
         with self.lock:
-            row = self.db.execute("SELECT content_length FROM uploads WHERE token = ?", (token,)).fetchone()
+            row = self.db.execute("SELECT content_length, used FROM uploads WHERE token = ?", (token,)).fetchone()
             if row is None:
                 return 404
+            if row[1]:
+                return 409  # already submitted: its file is what was scored and stays so
             path = self.state_dir / "uploads" / f"{token}.csv"
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
@@ -189,7 +193,7 @@ class CompetitionState:
             if up is None or up[0] is None:
                 return 400, {"code": 400, "message": "Unknown or incomplete upload token; upload the file first"}
             if up[2]:
-                return 400, {"code": 400, "message": "This upload was already submitted"}
+                return 409, {"code": 409, "message": "This upload was already submitted"}
             used = self.db.execute("SELECT COUNT(*) FROM submissions WHERE team = ? AND day = ? AND reference = 0",
                                    (team, day)).fetchone()[0]
             if used >= self.daily_limit:
@@ -239,10 +243,20 @@ class CompetitionState:
                 for i, (t, s, d) in enumerate(rows)]
 
 
-def _make_handler(state: CompetitionState):
+def _make_handler(state: CompetitionState, client_timeout: float = CLIENT_TIMEOUT):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "fkd-local-kaggle/1"
+        timeout = client_timeout
+        default_request_version = "HTTP/1.0"  # so that an error about a garbled request line has a status line
+
+        def parse_request(self):
+            if len(str(self.raw_requestline, "iso-8859-1").split()) == 2:  # HTTP/0.9: no status line to answer on
+                self.command, self.close_connection, self.request_version = None, True, "HTTP/1.0"
+                self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+                self.send_error(400, "Bad request line: expected METHOD PATH HTTP/1.1")
+                return False
+            return super().parse_request()
 
         def log_message(self, fmt, *args):  # quiet: one line per request only with FKD_SERVER_LOG=1
             if os.environ.get("FKD_SERVER_LOG"):
@@ -315,6 +329,12 @@ def _make_handler(state: CompetitionState):
 
         do_HEAD = do_GET
 
+        def _not_allowed(self):
+            self._body()  # drain what the client sent so the answer reaches it
+            self._error(405, f"method {self.command} not allowed")
+
+        do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
         def _file(self, p: Path):
             size = p.stat().st_size
             headers = {"Last-Modified": email.utils.formatdate(p.stat().st_mtime, usegmt=True),
@@ -342,7 +362,8 @@ def _make_handler(state: CompetitionState):
             if state.fault("put"):
                 return self._error(500, "injected fault: upload storage unavailable")
             code = state.put_upload(m.group(1), data)
-            return self._json(code, {} if code == 200 else {"code": code, "message": "unknown upload token"})
+            msg = {404: "unknown upload token", 409: "this upload was already submitted"}.get(code)
+            return self._json(code, {"code": code, "message": msg} if msg else {})
 
         def do_POST(self):
             m = re.fullmatch(r"(?:/api)?/v1/([A-Za-z.]+)/([A-Za-z]+)", self.path.split("?")[0])
@@ -355,7 +376,7 @@ def _make_handler(state: CompetitionState):
                 req = json.loads(body or b"{}")
                 if not isinstance(req, dict):
                     raise ValueError
-            except ValueError:
+            except (ValueError, RecursionError):
                 return self._error(400, "request body is not a JSON object")
             service, method = m.groups()
             if state.fault("down"):
@@ -379,7 +400,7 @@ def _make_handler(state: CompetitionState):
                 return self._error(404, f"no such method: {method}")
             try:
                 return handler(req, team)
-            except (TypeError, ValueError, KeyError) as e:
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
                 return self._error(400, f"bad request: {type(e).__name__}")
 
         def _base(self) -> str:
@@ -418,6 +439,8 @@ def _make_handler(state: CompetitionState):
         def _api_ListSubmissions(self, req, team):
             subs = state.list_submissions(team)
             size = int(req.get("pageSize") or 20)
+            if not 1 <= size <= 1000:
+                return self._error(400, "pageSize must be between 1 and 1000")
             page = int(req.get("pageToken") or 0) if str(req.get("pageToken") or "0").isdigit() else 0
             chunk = subs[page * size:(page + 1) * size]
             nxt = str(page + 1) if (page + 1) * size < len(subs) else ""
@@ -436,17 +459,60 @@ def _make_handler(state: CompetitionState):
     return Handler
 
 
-def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | None = None, **kw):
+def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | None = None,
+                max_clients: int = MAX_CLIENTS, client_timeout: float = CLIENT_TIMEOUT, **kw):
     """Build (not start) the server bound to 127.0.0.1; port 0 picks a free one."""
     comp_dir = Path(comp_dir)
     if state_dir is None:
         tag = hashlib.sha1(str(comp_dir.resolve()).encode()).hexdigest()[:10]
         state_dir = Path(COMP.data_dir) / ".server" / f"{comp_dir.resolve().name}-{tag}"
     state = CompetitionState(comp_dir, Path(state_dir), **kw)
-    srv = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(state))
-    srv.daemon_threads = True
+    srv = BoundedServer(("127.0.0.1", port), _make_handler(state, client_timeout), max_clients=max_clients)
     srv.state = state
     return srv
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """Loopback only, at most MAX_CLIENTS connections at once (the rest get a 503 and are closed), idle
+    connections dropped after CLIENT_TIMEOUT; `errors` counts requests whose handler crashed (the abuse tests
+    require 0)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *a, max_clients: int = MAX_CLIENTS, **kw):
+        super().__init__(*a, **kw)
+        self.slots = threading.BoundedSemaphore(max_clients)
+        self.errors = 0
+        self.refused = 0
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 45\r\n\r\n"
+                                b'{"code": 503, "message": "too many clients"}\n')
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # the client went away or stalled: not the server's fault
+        self.errors += 1
+        super().handle_error(request, client_address)
 
 
 def serve_in_thread(comp_dir, port: int = 0, **kw):

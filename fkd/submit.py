@@ -24,6 +24,15 @@ def _banner(text: str) -> None:
     print(f"{line}\n{text}\n{line}", flush=True)
 
 
+def unfinished_submission(cfg) -> str | None:
+    """The newest CSV of this run (same TTA) that the ledger holds as made or sent but not yet scored."""
+    from . import ledger
+
+    rows = ledger.rows(where="WHERE run = ? AND tta = ? AND competition = ? AND status IN ('local', 'pending', "
+                             "'submitted')", args=(cfg.run_name(), int(cfg.tta), COMP.slug))
+    return next((r["file"] for r in reversed(rows) if Path(r["file"]).is_file()), None)
+
+
 def submit(preset: str | None = None, config_file: str | None = None, overrides: list[str] = (),
            data_dir: str | None = None, offline: bool = False, timeout: float = 600.0) -> dict:
     from . import kaggle
@@ -70,9 +79,15 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
               f"{cfg.epochs} epochs); a finished run with this config and data is reused", flush=True)
         cv = run_cv(cfg)
         print(format_cv(cv))
-        print(f"[3/4] predict: fold ensemble, TTA {'on' if cfg.tta else 'off'}", flush=True)
-        info = predict_run(cfg.run_dir(), tta=cfg.tta)
-        print(f"      wrote {info['file']}")
+        earlier = unfinished_submission(cfg)
+        if earlier is not None:  # an interrupted `make submit`: finish that upload instead of making another
+            print(f"[3/4] predict: {earlier} of this run was made before and not yet scored; submitting it "
+                  "(exactly once)", flush=True)
+            info = {"file": earlier}
+        else:
+            print(f"[3/4] predict: fold ensemble, TTA {'on' if cfg.tta else 'off'}", flush=True)
+            info = predict_run(cfg.run_dir(), tta=cfg.tta)
+            print(f"      wrote {info['file']}")
         print(f"[4/4] upload to {kaggle.where()} and wait for the score", flush=True)
         row = kaggle.upload(info["file"], timeout=timeout)
     finally:
