@@ -18,7 +18,7 @@ RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
 CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test submit data practice train predict serve tune dashboard scores leaderboard bench reliability clean
+.PHONY: help install lock test submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,12 @@ leaderboard: install ## the competition's top and where our best would rank
 bench: install ## benchmarks: parse speed, training throughput (benchmarks/)
 	$(BIN)/python benchmarks/parse.py
 	$(BIN)/python benchmarks/throughput.py
+
+gpu-check: install ## one fold on CUDA with bf16: throughput and time estimate (exits 1 without a GPU)
+	$(BIN)/python benchmarks/gpu_check.py $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET))
+
+blend: install ## blend finished runs with out-of-fold NNLS weights (RUNS="runs/a runs/b")
+	$(FKD) blend $(RUNS)
 
 reliability: install ## kill-anywhere, malformed-input corpus, server abuse: the report table (KILLS=4)
 	$(BIN)/python tests/reliability.py --kills $(or $(KILLS),4) --out reliability.json

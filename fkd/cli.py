@@ -171,6 +171,12 @@ def cmd_leaderboard(a):
         print(f"our best {('private' if a.private else 'public')} score {best:.5f} would rank {rank} of {len(board) + 1}")
 
 
+def cmd_blend(a):
+    from .blend import blend, format_blend
+
+    print(format_blend(blend(a.runs, per=a.per)))
+
+
 def cmd_errors(a):
     from .competition import COMP
     from .errors_report import error_report
@@ -307,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=20)
     s.add_argument("--private", action="store_true", help="the private board (the competition is closed)")
     s.set_defaults(fn=cmd_leaderboard)
+
+    s = sub.add_parser("blend", help="weighted average of runs, NNLS weights fitted out of fold -> a submission")
+    s.add_argument("runs", nargs="+", help="run folders (all folds trained, same data)")
+    s.add_argument("--per", choices=["source", "keypoint", "global"], default="source",
+                   help="one weight set per annotation source (default), per keypoint, or one for all")
+    s.set_defaults(fn=cmd_blend)
 
     s = sub.add_parser("errors", help="worst out-of-fold faces (gallery PNG) and per-keypoint error by source")
     s.add_argument("run_dir")

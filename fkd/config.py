@@ -49,7 +49,7 @@ class Config:
     # augmentation and flips
     aug: float = 1.0               # augmentation strength, 0 = off
     flip_p: float = 0.5            # probability of the label-swapping horizontal flip
-    flip_const: float = 96.0       # x' = flip_const - x, shared by training and TTA (96: measured on ytf15)
+    flip_const: float = 96.0       # x' = flip_const - x in training; the presets set it (README: flip constant)
     tta: bool = True               # horizontal-flip test-time augmentation
     tta_flip_const: float = 0.0    # TTA's un-flip constant; 0 = fitted out of fold (closed form) by run_cv
     # execution
@@ -86,13 +86,17 @@ def training_fields(cfg: Config) -> dict:
 
 
 PRESETS: dict[str, dict] = {
-    # a few minutes on 2 CPU cores: the practice competition end to end
-    "quick": dict(model="resnet18", head="flatten", folds=3, epochs=6, batch_size=64, lr=2e-3),
+    # a few minutes on 2 CPU cores: the practice competition end to end (its labels flip about 96 by construction)
+    "quick": dict(model="resnet18", head="flatten", folds=3, epochs=6, batch_size=64, lr=2e-3, flip_const=96.0),
     # the default: 4 folds x 16 epochs of resnet18 keeping its 3x3 map, source-aware, flip TTA;
-    # ~25 minutes on 2 CPU cores for ytf15-sized data (README: accuracy)
-    "default": dict(model="resnet18", head="flatten", folds=4, epochs=16, batch_size=64, lr=2e-3),
+    # ~25 minutes on 2 CPU cores for ytf15-sized data (README: accuracy). Real faces: training flips about 97
+    # measured best out of fold on ytf15 (fold 0, no TTA: 95 2.348, 96 2.209, 97 2.095, 98 2.107)
+    # and an L1 loss beat MSE (fold 0 with TTA: 1.956 vs 2.007)
+    "default": dict(model="resnet18", head="flatten", folds=4, epochs=16, batch_size=64, lr=2e-3, flip_const=97.0,
+                    loss="l1"),
     # longer schedules, more folds, EMA weights: for a GPU or a long CPU night
-    "best": dict(model="resnet18", head="flatten", folds=5, epochs=40, batch_size=64, lr=2e-3, ema=0.998),
+    "best": dict(model="resnet18", head="flatten", folds=5, epochs=40, batch_size=64, lr=2e-3, ema=0.998,
+                 flip_const=97.0, loss="l1"),
 }
 
 

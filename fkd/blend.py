@@ -1,0 +1,156 @@
+"""`fkd blend RUN RUN ...`: a weighted average of finished runs, weights fitted on their out-of-fold predictions.
+
+    $ fkd blend runs/default-resnet18-1a2b3c4d runs/best-resnet34-5e6f7a8b
+
+Weights are non-negative least squares (scipy's NNLS) on the labelled OOF values, one weight set per annotation
+source (the two sources are labelled differently, so a run may be better on one) or per keypoint (`--per`).
+The blend's CV is cross-fitted: the weights applied to fold k were fitted on the other folds, so the figure is
+as honest as a single run's CV. The test predictions (each run's fold ensemble with its TTA) are combined with
+the weights fitted on all rows and written through the lookup table like any submission (CSV + sidecar +
+ledger row, scored locally when a solution.csv exists).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic, ledger
+from .competition import COMP
+from .data import load_data, test_hash
+from .errors import FkdError
+from .metric import rmse
+
+PER = ("source", "keypoint", "global")
+
+
+def _groups(per: str, source: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, row mask (N,), column mask (30,)) of each group that gets its own weights."""
+    rows_all, cols_all = np.ones(len(source), bool), np.ones(2 * len(COMP.keypoints), bool)
+    if per == "global":
+        return [("all", rows_all, cols_all)]
+    if per == "source":
+        return [(f"source{s}", source == s, cols_all) for s in np.unique(source)]
+    out = []
+    for j, k in enumerate(COMP.keypoints):
+        cols = np.zeros_like(cols_all)
+        cols[2 * j:2 * j + 2] = True
+        out.append((k, rows_all, cols))
+    return out
+
+
+def fit_weights(preds: np.ndarray, target: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """NNLS weights (R,) for preds (R, N, 30) against target (N, 30) on the labelled values of a group."""
+    from scipy.optimize import nnls
+
+    t = target[rows][:, cols]
+    m = np.isfinite(t) & np.all(np.isfinite(preds[:, rows][:, :, cols]), 0)
+    if not m.any():
+        return np.full(len(preds), 1.0 / len(preds))
+    a = np.stack([p[rows][:, cols][m] for p in preds], 1).astype(np.float64)
+    w, _ = nnls(a, t[m].astype(np.float64))
+    return w if w.sum() > 0 else np.full(len(preds), 1.0 / len(preds))
+
+
+def apply_weights(preds: np.ndarray, weights: dict, groups) -> np.ndarray:
+    out = np.full(preds.shape[1:], np.nan, np.float64)
+    for name, rows, cols in groups:
+        blended = np.tensordot(weights[name], preds[:, rows][:, :, cols], axes=1)
+        sub = out[rows]
+        sub[:, cols] = blended
+        out[rows] = sub
+    return out
+
+
+def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions") -> dict:
+    from .predict import checkpoints, ensemble_predict, load_run, submission_frame, write_csv
+    if len(run_dirs) < 2:
+        raise FkdError("fkd blend needs at least two runs")
+    if per not in PER:
+        raise FkdError(f"--per must be one of {', '.join(PER)}")
+    runs = []
+    for d in map(Path, run_dirs):
+        cfg, meta = load_run(d)
+        cv_file = d / "cv.json"
+        if not cv_file.is_file():
+            raise FkdError(f"{d}: no cv.json; finish its training first (`fkd train`)")
+        cv = json.loads(cv_file.read_text())
+        if sorted(cv.get("folds_trained", [])) != list(range(cfg.folds)):
+            raise FkdError(f"{d}: only folds {cv.get('folds_trained')} of {cfg.folds} are trained; a blend needs "
+                           "out-of-fold predictions for every row (train the other folds)")
+        runs.append((d, cfg, meta, cv))
+    hashes = {m.get("data_hash") for _, _, m, _ in runs}
+    if len(hashes) != 1:
+        raise FkdError("the runs were trained on different data; blend runs of one competition folder only")
+    d0, cfg0, meta0, _ = runs[0]
+    data = load_data(meta0.get("data_dir") or cfg0.data_dir)
+    from .data import make_folds
+
+    folds = make_folds(data.source, cfg0.folds, cfg0.seed)
+    # each run's OOF predictions, TTA as that run predicts (un-flipped with its fitted constant)
+    oof = np.stack([np.load(d / "oof.npy")[1 if c.tta else 0] for d, c, _, _ in runs])  # written by run_cv
+    y, groups = data.keypoints, _groups(per, data.source)
+    singles = {d.name: rmse((o - y)[np.isfinite(y)]) for (d, *_), o in zip(runs, oof)}
+
+    # cross-fitted CV: fold k blended with weights fitted on the other folds
+    crossed = np.full(y.shape, np.nan)
+    for k in range(cfg0.folds):
+        tr, va = folds != k, folds == k
+        w = {name: fit_weights(oof, y, rows & tr, cols) for name, rows, cols in groups}
+        part = apply_weights(oof, w, groups)
+        crossed[va] = part[va]
+    cv_blend = rmse((crossed - y)[np.isfinite(y)])
+    weights = {name: fit_weights(oof, y, rows, cols) for name, rows, cols in groups}
+    in_sample = rmse((apply_weights(oof, weights, groups) - y)[np.isfinite(y)])
+
+    # test: each run's fold ensemble, blended with the weights per test image's source
+    test_preds = []
+    for d, cfg, meta, cv in runs:
+        if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
+            raise FkdError(f"{d}: trained beside another test set")
+        const = cfg.tta_flip_const or cv.get("tta_flip_const") or cfg.flip_const
+        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, const))
+    test_groups = _groups(per, data.test_source)
+    pred = apply_weights(np.stack(test_preds), weights, test_groups)
+    sub = submission_frame(pred, data)
+    tag = hashlib.sha1("|".join(sorted(d.name for d, *_ in runs)).encode()).hexdigest()[:8]
+    name = f"blend-{len(runs)}runs-{tag}"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    atomic.sweep(out_dir, recursive=False)
+    out = Path(out_dir) / f"{stamp}-{name}.csv"
+    write_csv(sub, out)
+    info = {"file": str(out), "run": name, "runs": [str(d.resolve()) for d, *_ in runs], "per": per,
+            "weights": {k: [round(float(x), 4) for x in v] for k, v in weights.items()},
+            "cv_rmse": cv_blend, "cv_rmse_in_sample": in_sample, "cv_single": singles,
+            "data_hash": data.data_hash, "test_hash": test_hash(data),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(sub)}
+    ledger.record(out, run=name, cv_rmse=cv_blend, tta=1, competition=COMP.slug, status="local")
+    if data.solution_path is not None:
+        from .metric import score_files
+
+        lk = data.data_dir / COMP.files["lookup"]
+        lk = lk if lk.is_file() else None
+        local = score_files(out, data.solution_path, lk)
+        pub = score_files(out, data.solution_path, lk, subset="public")
+        priv = score_files(out, data.solution_path, lk, subset="private")
+        info["local_score"] = {"all": local["rmse"], "public": pub["rmse"], "private": priv["rmse"]}
+        ledger.record(out, local_rmse=local["rmse"], local_public=pub["rmse"], local_private=priv["rmse"])
+    atomic.write_json(out.with_suffix(".json"), info)
+    return info
+
+
+def format_blend(info: dict) -> str:
+    lines = [f"blend of {len(info['runs'])} runs, weights per {info['per']}:"]
+    for name, cv in info["cv_single"].items():
+        lines.append(f"  {name:44s} CV {cv:.4f}")
+    for g, w in info["weights"].items():
+        lines.append(f"  weights {g:20s} " + "  ".join(f"{x:.3f}" for x in w))
+    lines.append(f"blend CV {info['cv_rmse']:.4f} (cross-fitted weights; in-sample {info['cv_rmse_in_sample']:.4f})")
+    if "local_score" in info:
+        s = info["local_score"]
+        lines.append(f"local test score {s['all']:.4f} (public {s['public']:.4f}, private {s['private']:.4f})")
+    lines.append(f"wrote {info['file']} (+ .json sidecar); upload it with `fkd upload {info['file']}`")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""fkd blend: NNLS weights recover a known mix; a blend with a worse copy keeps the good run and writes a
+submission through the lookup table."""
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from fkd.blend import _groups, apply_weights, blend, fit_weights
+
+
+def test_weights_recover_a_known_mix():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(10, 80, (400, 30))
+    y[::3, 4:] = np.nan                                   # partly labelled rows are skipped per value
+    a, b = y + rng.normal(0, 2, y.shape), y + rng.normal(0, 2, y.shape)
+    c = 0.3 * a + 0.7 * b
+    w = fit_weights(np.stack([a, b]), c, np.ones(400, bool), np.ones(30, bool))
+    assert np.allclose(w, [0.3, 0.7], atol=1e-6)
+    src = (np.arange(400) % 2).astype(np.int64)
+    groups = _groups("source", src)
+    out = apply_weights(np.stack([a, b]), {"source0": np.array([1.0, 0.0]), "source1": np.array([0.0, 1.0])}, groups)
+    assert np.array_equal(out[src == 0], a[src == 0]) and np.array_equal(out[src == 1], b[src == 1])
+
+
+def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
+    cfg, cv = trained_run
+    good = cfg.run_dir()
+    bad = tmp_path / "runs" / "noisy-copy"
+    shutil.copytree(good, bad)
+    oof = np.load(bad / "oof.npy")
+    np.save(bad / "oof.npy", oof + np.random.default_rng(1).normal(0, 4, oof.shape).astype(oof.dtype))
+    info = blend([str(good), str(bad)], per="source", out_dir=tmp_path / "submissions")
+    for w in info["weights"].values():
+        assert w[0] > 0.85 and w[1] < 0.15, info["weights"]  # the clean run carries the blend
+    assert info["cv_rmse"] <= info["cv_single"][good.name] * 1.02
+    assert info["cv_single"]["noisy-copy"] > info["cv_single"][good.name]
+    sub = pd.read_csv(info["file"])
+    lookup = pd.read_csv(cfg.data_dir + "/IdLookupTable.csv")
+    assert sub.RowId.tolist() == lookup.RowId.tolist() and sub.Location.notna().all()
+    assert "local_score" in info and info["local_score"]["all"] < 10
