@@ -75,11 +75,40 @@ NO_CREDENTIALS = ("no Kaggle credentials found: create an API token at https://w
                   "and KAGGLE_KEY; `make submit OFFLINE=1` runs everything against the local server instead")
 
 
+TIMEOUT_ENV = "FKD_KAGGLE_TIMEOUT"
+
+
+def request_timeout() -> tuple[float, float]:
+    """(connect, read) seconds for every HTTP request of the client: FKD_KAGGLE_TIMEOUT (read, default 120)."""
+    try:
+        read = float(os.environ.get(TIMEOUT_ENV) or 120)
+    except ValueError:
+        raise FkdError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of seconds") from None
+    return (min(30.0, read), read)
+
+
+def _install_timeouts() -> None:
+    """The official client sends its requests without a timeout, so a stalled server would hang fkd forever.
+    Give every request of this process that has none the (connect, read) timeout of request_timeout()."""
+    from requests.adapters import HTTPAdapter
+
+    if getattr(HTTPAdapter.send, "_fkd_timeout", False):
+        return
+    original = HTTPAdapter.send
+
+    def send(self, request, stream=False, timeout=None, **kw):
+        return original(self, request, stream=stream, timeout=request_timeout() if timeout is None else timeout, **kw)
+
+    send._fkd_timeout = True
+    HTTPAdapter.send = send
+
+
 def get_api():
     """An authenticated official KaggleApi aimed at endpoint(). Raises FkdError without credentials."""
     if credentials_source() is None:
         raise FkdError(NO_CREDENTIALS)
     warn_permissions()
+    _install_timeouts()
     with contextlib.redirect_stdout(io.StringIO()):  # `import kaggle` authenticates and prints help
         from kaggle.api.kaggle_api_extended import KaggleApi
         from kagglesdk import KaggleClient, KaggleEnv
@@ -129,7 +158,10 @@ def explain(e: BaseException, file: str | Path | None = None) -> FkdError:
             return FkdError(f"daily submission limit reached ({COMP.daily_submissions} a day, resets at 00:00 UTC)"
                             f"{keep}")
         return FkdError(f"{where()} answered {code}: {msg}{keep}")
-    if isinstance(e, (requests.ConnectionError, requests.Timeout)):
+    if isinstance(e, requests.Timeout) or "timed out" in str(e):
+        return FkdError(f"{where()} did not answer within {request_timeout()[1]:.0f}s (set {TIMEOUT_ENV} to wait "
+                        f"longer){keep}")
+    if isinstance(e, requests.ConnectionError):
         return FkdError(f"cannot reach {where()} (network down or server not running){keep}")
     return FkdError(f"Kaggle client failed: {type(e).__name__}: {str(e)[:200]}{keep}")
 

@@ -130,6 +130,23 @@ def test_network_down(server, practice_dir, tmp_path, monkeypatch):
         kaggle.upload(sub)
 
 
+def test_stalled_server_times_out(server, practice_dir, tmp_path, monkeypatch):
+    """A server that accepts the connection and never answers: one clear line after FKD_KAGGLE_TIMEOUT."""
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)                                   # the kernel completes handshakes; nobody ever answers
+        monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+        monkeypatch.setenv("FKD_KAGGLE_TIMEOUT", "2")
+        sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
+        t0 = time.monotonic()
+        with pytest.raises(FkdError, match="did not answer within 2s .*kept"):
+            kaggle.upload(sub)
+        assert time.monotonic() - t0 < 30
+    assert sub.is_file() and ledger.get(sub)["status"] == "pending"
+
+
 def test_credentials_never_leak(server, practice_dir, tmp_path, capsys):
     sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
     kaggle.upload(sub)
