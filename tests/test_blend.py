@@ -19,7 +19,8 @@ def test_weights_recover_a_known_mix():
     src = (np.arange(400) % 2).astype(np.int64)
     groups = _groups("source", src)
     out = apply_weights(np.stack([a, b]), {"source0": np.array([1.0, 0.0]), "source1": np.array([0.0, 1.0])}, groups)
-    assert np.array_equal(out[src == 0], a[src == 0]) and np.array_equal(out[src == 1], b[src == 1])
+    assert np.array_equal(out[src == 0], a[src == 0], equal_nan=True)
+    assert np.array_equal(out[src == 1], b[src == 1], equal_nan=True)
 
 
 def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
