@@ -154,7 +154,7 @@ def _save_torch(obj, path: Path) -> None:
 
 
 def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc: str = "",
-                    progress: bool = True) -> dict:
+                    progress: bool = True, step: int = 0) -> dict:
     """One pass over the loader; per-batch LR schedules step here. Returns train RMSE (px) and images seen."""
     from tqdm.auto import tqdm
 
@@ -174,8 +174,9 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
         opt.step()
         if per_step and sched is not None:
             sched.step()
+        step += 1
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update(model, step=step)
         with torch.no_grad():
             m = torch.isfinite(kp)
             sum_sq += float(((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum())
@@ -228,8 +229,10 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
     ema = None
     if cfg.ema > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        # timm's EMA of weights and BN buffers with a decay warmup (1 - (1 + step)^-2/3, capped at cfg.ema): a
+        # plain EMA keeps decay^steps of the first weights (0.99^224 = 10 % for 8 short epochs), which ruined it
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
 
     start, best, best_epoch, bad, history = 0, float("inf"), -1, 0, []
     last = fdir / "last.pt"
@@ -267,7 +270,8 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
             generator=torch.Generator().manual_seed(es), pin_memory=dev.type == "cuda",
             persistent_workers=False)
         stats = train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg,
-                                desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress)
+                                desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
+                                step=epoch * len(loader))
         pred = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
         val = rmse_masked(pred, val_y)
         if not np.isfinite(val):
