@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, ledger
 from .competition import COMP
-from .data import load_data, test_hash
+from .data import load_data, make_folds, test_hash
 from .errors import FkdError
 from .metric import rmse
 
@@ -66,7 +64,8 @@ def apply_weights(preds: np.ndarray, weights: dict, groups) -> np.ndarray:
 
 
 def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions") -> dict:
-    from .predict import checkpoints, ensemble_predict, load_run, submission_frame, write_csv
+    from .predict import checkpoints, ensemble_predict, load_run, submission_frame, tta_constant, write_submission
+
     if len(run_dirs) < 2:
         raise FkdError("fkd blend needs at least two runs")
     if per not in PER:
@@ -87,8 +86,6 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
         raise FkdError("the runs were trained on different data; blend runs of one competition folder only")
     d0, cfg0, meta0, _ = runs[0]
     data = load_data(meta0.get("data_dir") or cfg0.data_dir)
-    from .data import make_folds
-
     folds = make_folds(data.source, cfg0.folds, cfg0.seed)
     # each run's OOF predictions, TTA as that run predicts (un-flipped with its fitted constant)
     oof = np.stack([np.load(d / "oof.npy")[1 if c.tta else 0] for d, c, _, _ in runs])  # written by run_cv
@@ -111,35 +108,15 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     for d, cfg, meta, cv in runs:
         if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
             raise FkdError(f"{d}: trained beside another test set")
-        const = cfg.tta_flip_const or cv.get("tta_flip_const") or cfg.flip_const
-        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, const))
+        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, tta_constant(cfg, cv)))
     test_groups = _groups(per, data.test_source)
     pred = apply_weights(np.stack(test_preds), weights, test_groups)
     sub = submission_frame(pred, data)
     tag = hashlib.sha1("|".join(sorted(d.name for d, *_ in runs)).encode()).hexdigest()[:8]
-    name = f"blend-{len(runs)}runs-{tag}"
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    atomic.sweep(out_dir, recursive=False)
-    out = Path(out_dir) / f"{stamp}-{name}.csv"
-    write_csv(sub, out)
-    info = {"file": str(out), "run": name, "runs": [str(d.resolve()) for d, *_ in runs], "per": per,
+    info = {"runs": [str(d.resolve()) for d, *_ in runs], "per": per,
             "weights": {k: [round(float(x), 4) for x in v] for k, v in weights.items()},
-            "cv_rmse": cv_blend, "cv_rmse_in_sample": in_sample, "cv_single": singles,
-            "data_hash": data.data_hash, "test_hash": test_hash(data),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(sub)}
-    ledger.record(out, run=name, cv_rmse=cv_blend, tta=1, competition=COMP.slug, status="local")
-    if data.solution_path is not None:
-        from .metric import score_files
-
-        lk = data.data_dir / COMP.files["lookup"]
-        lk = lk if lk.is_file() else None
-        local = score_files(out, data.solution_path, lk)
-        pub = score_files(out, data.solution_path, lk, subset="public")
-        priv = score_files(out, data.solution_path, lk, subset="private")
-        info["local_score"] = {"all": local["rmse"], "public": pub["rmse"], "private": priv["rmse"]}
-        ledger.record(out, local_rmse=local["rmse"], local_public=pub["rmse"], local_private=priv["rmse"])
-    atomic.write_json(out.with_suffix(".json"), info)
-    return info
+            "cv_rmse_in_sample": in_sample, "cv_single": singles}
+    return write_submission(sub, f"blend-{len(runs)}runs-{tag}", data, info, cv_blend, True, out_dir)
 
 
 def format_blend(info: dict) -> str:
@@ -151,6 +128,6 @@ def format_blend(info: dict) -> str:
     lines.append(f"blend CV {info['cv_rmse']:.4f} (cross-fitted weights; in-sample {info['cv_rmse_in_sample']:.4f})")
     if "local_score" in info:
         s = info["local_score"]
-        lines.append(f"local test score {s['all']:.4f} (public {s['public']:.4f}, private {s['private']:.4f})")
+        lines.append(f"local test score {s['all']['rmse']:.4f} (public {s['public']:.4f}, private {s['private']:.4f})")
     lines.append(f"wrote {info['file']} (+ .json sidecar); upload it with `fkd upload {info['file']}`")
     return "\n".join(lines)

@@ -92,11 +92,50 @@ def git_commit() -> str | None:
         return None
 
 
+def tta_constant(cfg: Config, cv: dict) -> float:
+    """TTA un-flips with the constant fitted out of fold (cv.json), unless the config fixes one."""
+    return cfg.tta_flip_const or cv.get("tta_flip_const") or cfg.flip_const
+
+
+def local_scores(csv: Path, data: CompetitionData) -> dict:
+    """Overall, public and private RMSE of a written submission against the folder's solution.csv."""
+    from .metric import read_lookup_sources, read_submission, score
+
+    lk = data.data_dir / COMP.files["lookup"]
+    lookup = read_lookup_sources(lk if lk.is_file() else data.solution_path.parent / COMP.files["lookup"])
+    sub, sol = read_submission(csv), read_submission(data.solution_path)
+    return {"all": score(sub, sol, lookup, where=str(csv)),
+            "public": score(sub, sol, lookup, "public", str(csv))["rmse"],
+            "private": score(sub, sol, lookup, "private", str(csv))["rmse"]}
+
+
+def write_submission(sub: pd.DataFrame, name: str, data: CompetitionData, info: dict, cv_rmse: float | None,
+                     tta: bool, out_dir: str | Path = "submissions") -> dict:
+    """<out_dir>/<UTC time>-<name>.csv written atomically, its ledger row, its local score (where the folder has
+    a solution.csv) and its sidecar JSON (`info` + provenance); returns the sidecar's content."""
+    atomic.sweep(out_dir, recursive=False)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(out_dir) / f"{stamp}-{name}.csv"
+    n = 1
+    while out.exists():
+        out = Path(out_dir) / f"{stamp}-{name}-{n}.csv"
+        n += 1
+    write_csv(sub, out)
+    info = {**info, "file": str(out), "run": name, "cv_rmse": cv_rmse, "tta": tta,
+            "data_dir": str(Path(data.data_dir).resolve()), "data_hash": data.data_hash, "test_hash": test_hash(data),
+            "git_commit": git_commit(), "fkd_version": __import__("fkd").__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(sub)}
+    ledger.record(out, run=name, cv_rmse=cv_rmse, tta=int(tta), competition=COMP.slug, status="local")
+    if data.solution_path is not None:
+        s = info["local_score"] = local_scores(out, data)
+        ledger.record(out, local_rmse=s["all"]["rmse"], local_public=s["public"], local_private=s["private"])
+    atomic.write_json(out.with_suffix(".json"), info)
+    return info
+
+
 def predict_run(run_dir: str | Path, tta: bool | None = None, data_dir: str | None = None,
                 out_dir: str | Path = "submissions") -> dict:
     """Write the submission of a run; returns its paths, figures and local score (if a solution exists)."""
-    from .metric import score_files
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FkdError(f"{run_dir}: no such run folder; list them with `ls runs/`")
@@ -109,31 +148,9 @@ def predict_run(run_dir: str | Path, tta: bool | None = None, data_dir: str | No
                        "predict with the run's own data folder (--data-dir)")
     cv_file = run_dir / "cv.json"
     cv = json.loads(cv_file.read_text()) if cv_file.is_file() else {}
-    # TTA un-flips with the constant fitted out of fold (cv.json), or the configured one
-    tta_const = cfg.tta_flip_const or cv.get("tta_flip_const") or cfg.flip_const
-    pred = ensemble_predict(cfg, ckpts, data, tta, tta_const)
-    sub = submission_frame(pred, data)
-    cv_rmse = cv.get("cv_rmse_tta" if tta else "cv_rmse_no_tta")
-    atomic.sweep(out_dir, recursive=False)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = Path(out_dir) / f"{stamp}-{run_dir.name}.csv"
-    n = 1
-    while out.exists():
-        out = Path(out_dir) / f"{stamp}-{run_dir.name}-{n}.csv"
-        n += 1
-    write_csv(sub, out)
-    info = {"file": str(out), "run": run_dir.name, "run_dir": str(run_dir.resolve()), "config": cfg.to_dict(),
-            "cv_rmse": cv_rmse, "tta": tta, "tta_flip_const": tta_const if tta else None, "folds": [c.parent.name for c in ckpts],
-            "data_dir": str(Path(data.data_dir).resolve()), "data_hash": data.data_hash, "test_hash": test_hash(data),
-            "git_commit": git_commit(), "fkd_version": __import__("fkd").__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(sub)}
-    ledger.record(out, run=run_dir.name, cv_rmse=cv_rmse, tta=int(tta), competition=COMP.slug, status="local")
-    if data.solution_path is not None:
-        lk = data.data_dir / COMP.files["lookup"]
-        local = score_files(out, data.solution_path, lk if lk.is_file() else None)
-        pub = score_files(out, data.solution_path, lk if lk.is_file() else None, subset="public")
-        priv = score_files(out, data.solution_path, lk if lk.is_file() else None, subset="private")
-        info["local_score"] = {"all": local, "public": pub["rmse"], "private": priv["rmse"]}
-        ledger.record(out, local_rmse=local["rmse"], local_public=pub["rmse"], local_private=priv["rmse"])
-    atomic.write_json(out.with_suffix(".json"), info)
-    return info
+    tta_const = tta_constant(cfg, cv)
+    sub = submission_frame(ensemble_predict(cfg, ckpts, data, tta, tta_const), data)
+    info = {"run_dir": str(run_dir.resolve()), "config": cfg.to_dict(), "tta_flip_const": tta_const if tta else None,
+            "folds": [c.parent.name for c in ckpts]}
+    return write_submission(sub, run_dir.name, data, info, cv.get("cv_rmse_tta" if tta else "cv_rmse_no_tta"), tta,
+                            out_dir)

@@ -193,11 +193,12 @@ def kill_anywhere(work: Path, comp: Path, kills: int, seed: int = 0, only: set[s
     if "tune" in want:
         n = 3
         db = hit / "tuning" / "kill.db"
-        tune = fkd("tune", "--data-dir", str(comp), *PRESET, "--set", "epochs=2", "--trials", str(n),
-                   "--study", "kill", "--storage", f"sqlite:///{db}")
-        t_ref = fkd("tune", "--data-dir", str(comp), *PRESET, "--set", "epochs=2", "--trials", str(n),
-                    "--study", "kill", "--storage", f"sqlite:///{ref / 'kill.db'}")
-        seconds["tune"] = run(t_ref, ref, env_ref)
+        def tune_into(db_file: Path) -> list[str]:
+            return fkd("tune", "--data-dir", str(comp), *PRESET, "--set", "epochs=2", "--trials", str(n),
+                       "--study", "kill", "--storage", f"sqlite:///{db_file}")
+
+        tune = tune_into(db)
+        seconds["tune"] = run(tune_into(ref / "kill.db"), ref, env_ref)
         kill_then_finish(tune, hit, env_hit, rng, kills, seconds["tune"], lambda: None, tally, "tune")
         import optuna
         from optuna.trial import TrialState

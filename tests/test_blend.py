@@ -38,4 +38,4 @@ def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
     sub = pd.read_csv(info["file"])
     lookup = pd.read_csv(cfg.data_dir + "/IdLookupTable.csv")
     assert sub.RowId.tolist() == lookup.RowId.tolist() and sub.Location.notna().all()
-    assert "local_score" in info and info["local_score"]["all"] < 10
+    assert "local_score" in info and info["local_score"]["all"]["rmse"] < 10

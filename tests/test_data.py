@@ -1,4 +1,4 @@
-"""The data layer: every form Kaggle gives, the cache, folds, and each bad input refused in one line."""
+"""The data layer: every form Kaggle gives, the cache, folds, the CLI on bad input (the full corpus: test_corpus.py)."""
 import io
 import os
 import subprocess
@@ -12,14 +12,6 @@ import pytest
 
 from fkd.competition import COMP
 from fkd.data import COMMON, FULL, load_data, make_folds
-from fkd.errors import FkdError
-
-
-def unzip_to_csv(d: Path, name: str) -> bytes:
-    raw = zipfile.ZipFile(d / f"{name}.zip").read(f"{name}.csv")
-    (d / f"{name}.zip").unlink()
-    (d / f"{name}.csv").write_bytes(raw)
-    return raw
 
 
 def test_loads_practice_arrays(practice_dir):
