@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from . import atomic
 from .config import Config, FIELD_TYPES, make_config, replace, save_config
 from .errors import FkdError
 
@@ -145,6 +146,7 @@ def run_worker(base: Config, study_name: str, storage_url: str, n_trials: int, t
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage_url),
                               sampler=optuna.samplers.TPESampler(seed=base.seed + os.getpid() % 997))
     objective = make_objective(base, space, study_name)
+    atomic.sweep(TUNING)  # plots and checkpoints a killed worker was writing (its trial ended FAIL, never rerun)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     t0, ran, failures = time.time(), 0, 0
     while timeout is None or time.time() - t0 < timeout:

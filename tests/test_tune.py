@@ -33,11 +33,19 @@ def small_space(tmp_path):
 
 
 def test_study_runs_run_cv_and_exports(practice_dir, tmp_path):
-    from fkd import tune
+    from fkd import atomic, tune
+    # a worker killed mid-write left a temp in a FAIL trial's folder, which no later trial revisits
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = Path(f"tuning/runs/t1/t1-trial0099/fold0/.loss.png.{atomic.HOST}-{dead.pid}.x1y2.tmp.png")
+    live = stale.with_name(f".loss.png.{atomic.HOST}-{os.getpid()}.x1y2.tmp.png")   # a live worker's
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half"), live.write_bytes(b"half")
     study, summary = tune.tune(tiny_base(practice_dir), n_trials=4, study_name="t1",
                                storage_url=f"sqlite:///{tmp_path}/t1.db", space_file=small_space(tmp_path))
     s = states(study)
     assert s["COMPLETE"] + s["PRUNED"] == 4 and s["FAIL"] == 0
+    assert not stale.exists() and live.exists()
     t = next(t for t in study.trials if t.state.name == "COMPLETE")
     assert {"config", "run_dir", "per_fold"} <= set(t.user_attrs)
     assert Path(t.user_attrs["run_dir"], "cv.json").is_file()      # the same run_cv as `fkd train`
