@@ -80,6 +80,16 @@ class KeypointModel(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ baseline
+def he_init(module: nn.Module) -> None:
+    """He-normal weights (ReLU gain), zero biases. PyTorch's default init shrinks the signal through five
+    BN-free blocks (feature std 0.015 at the flatten on ytf15), and the net sat at the mean keypoints for a
+    whole 16-epoch schedule (val RMSE 4.72 = the mean's); with this init it learns from the first epochs."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
 class BaselineBody(nn.Module):
     """The reference project's BaselineNet body: five 3x3 'same' conv + ReLU + MaxPool2d(2) blocks."""
 
@@ -90,6 +100,7 @@ class BaselineBody(nn.Module):
         for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*layers)
+        he_init(self)
 
     def forward(self, x):
         return self.features(x).flatten(1)  # (B, 256 * 3 * 3 = 2304)
@@ -108,6 +119,8 @@ class BaselineHead(nn.Module):
                                  nn.Linear(1024, 512), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                  nn.Linear(512, N_OUT))
         self.offset = nn.Parameter(torch.zeros(N_SOURCES if source_aware else 1, N_OUT))
+        he_init(self.mlp)
+        nn.init.zeros_(self.mlp[-1].weight)  # the net starts exactly at the mean keypoints (init_output)
 
     def forward(self, f):
         return (self.mlp(f)[:, None, :] + self.offset[None]).flatten(1)

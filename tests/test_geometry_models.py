@@ -137,3 +137,27 @@ def test_tta_flip_constant_is_fitted_to_the_data_convention():
     assert c == pytest.approx(c_true, abs=0.1)               # recovered whatever training used
     err = lambda a: np.sqrt(np.nanmean((a - truth)[:, 0::2] ** 2))  # noqa: E731
     assert err(shift_tta(tta, c_used, c)) < err(tta) - 0.05
+
+
+def test_baseline_starts_at_the_mean_and_learns_within_a_few_dozen_steps(practice_dir):
+    """PyTorch's default init left BaselineNet's features near zero (no BatchNorm in five blocks): on ytf15 it
+    sat at the mean keypoints for a whole schedule. He init + a zero last layer must start at the mean and fit
+    a fixed batch of practice faces quickly."""
+    from fkd.data import load_data
+    torch.manual_seed(0)
+    d = load_data(practice_dir)
+    x = torch.from_numpy(d.images[:64]).float().div(255).unsqueeze(1)
+    y = torch.from_numpy(d.keypoints[:64]).float()
+    src = torch.from_numpy(np.asarray(d.source[:64])).long()
+    m = create_model("baseline", dropout=0.0, source_aware=True, loss="mse")
+    mean = torch.from_numpy(np.nanmean(d.keypoints, 0)).float()
+    m.init_output(mean[None].repeat(2, 1))
+    with torch.no_grad():
+        assert torch.allclose(m(x, src)["preds"], mean.expand(64, -1), atol=1e-4)   # starts at the mean
+        assert m.body(x).std() > 0.1                                                # the signal survives
+    opt = torch.optim.Adam(m.parameters(), lr=3e-4)
+    start = m(x, src, y)["loss"].item()
+    for _ in range(40):
+        loss = m(x, src, y)["loss"]
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert m(x, src, y)["loss"].item() < 0.5 * start
