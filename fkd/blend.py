@@ -63,7 +63,8 @@ def apply_weights(preds: np.ndarray, weights: dict, groups) -> np.ndarray:
     return out
 
 
-def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions") -> dict:
+def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions",
+          data_dir: str | None = None) -> dict:
     from .predict import checkpoints, ensemble_predict, load_run, submission_frame, tta_constant, write_submission
 
     if len(run_dirs) < 2:
@@ -85,7 +86,10 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     if len(hashes) != 1:
         raise FkdError("the runs were trained on different data; blend runs of one competition folder only")
     d0, cfg0, meta0, _ = runs[0]
-    data = load_data(meta0.get("data_dir") or cfg0.data_dir)
+    data = load_data(data_dir or meta0.get("data_dir") or cfg0.data_dir)
+    if data_dir and meta0.get("data_hash") and data.data_hash != meta0["data_hash"].split("-limit")[0]:
+        raise FkdError(f"{data.data_dir}: its training data differs from the one the runs were trained on; "
+                       "blend with the runs' own data folder")
     folds = make_folds(data.source, cfg0.folds, cfg0.seed)
     # each run's OOF predictions, TTA as that run predicts (un-flipped with its fitted constant)
     oof = np.stack([np.load(d / "oof.npy")[1 if c.tta else 0] for d, c, _, _ in runs])  # written by run_cv

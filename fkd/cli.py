@@ -174,7 +174,7 @@ def cmd_leaderboard(a):
 def cmd_blend(a):
     from .blend import blend, format_blend
 
-    print(format_blend(blend(a.runs, per=a.per)))
+    print(format_blend(blend(a.runs, per=a.per, data_dir=a.data_dir)))
 
 
 def cmd_errors(a):
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", help="run folders (all folds trained, same data)")
     s.add_argument("--per", choices=["source", "keypoint", "global"], default="source",
                    help="one weight set per annotation source (default), per keypoint, or one for all")
+    s.add_argument("--data-dir", help="competition folder (default: the first run's); one with solution.csv "
+                                      "scores the blend locally")
     s.set_defaults(fn=cmd_blend)
 
     s = sub.add_parser("errors", help="worst out-of-fold faces (gallery PNG) and per-keypoint error by source")

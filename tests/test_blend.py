@@ -1,9 +1,11 @@
 """fkd blend: NNLS weights recover a known mix; a blend with a worse copy keeps the good run and writes a
 submission through the lookup table."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fkd.blend import _groups, apply_weights, blend, fit_weights
 
@@ -39,3 +41,20 @@ def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
     lookup = pd.read_csv(cfg.data_dir + "/IdLookupTable.csv")
     assert sub.RowId.tolist() == lookup.RowId.tolist() and sub.Location.notna().all()
     assert "local_score" in info and info["local_score"]["all"]["rmse"] < 10
+
+
+def test_blend_data_dir_scores_where_the_truth_is_and_refuses_other_training_data(trained_run, tmp_path):
+    from fkd.errors import FkdError
+    from fkd.practice import make_practice
+
+    cfg, _ = trained_run
+    good = cfg.run_dir()
+    twin = tmp_path / "runs" / "twin"
+    shutil.copytree(good, twin)
+    bare = tmp_path / "bare"                     # the same competition as Kaggle ships it: no solution.csv
+    shutil.copytree(cfg.data_dir, bare, ignore=shutil.ignore_patterns("solution.csv", ".cache"))
+    info = blend([str(good), str(twin)], out_dir=tmp_path / "s1", data_dir=str(bare))
+    assert "local_score" not in info and Path(info["file"]).is_file()
+    make_practice(tmp_path / "other", seed=99, n_train=60, n_test=10)
+    with pytest.raises(FkdError, match="training data differs"):
+        blend([str(good), str(twin)], out_dir=tmp_path / "s2", data_dir=str(tmp_path / "other"))
