@@ -18,6 +18,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
+from fkd.competition import COMP  # noqa: E402
 from fkd.data import load_data  # noqa: E402
 from fkd.metric import read_lookup_sources, read_submission, score  # noqa: E402
 from fkd.predict import checkpoints, ensemble_predict, load_run, submission_frame, tta_constant  # noqa: E402
@@ -37,17 +38,17 @@ def main(argv=None) -> int:
     cv = json.loads((run / "cv.json").read_text()) if (run / "cv.json").is_file() else {}
     tta, const = not a.no_tta, tta_constant(cfg, cv)
     sol = read_submission(data.solution_path)
-    lookup = read_lookup_sources(data.solution_path.parent / "IdLookupTable.csv")
+    lookup = read_lookup_sources(data.solution_path.parent / COMP.files["lookup"])
 
     def rmse(pred: np.ndarray) -> float:
         return score(submission_frame(pred, data), sol, lookup)["rmse"]
 
-    preds = {}
+    preds, single = [], []
     for ck in checkpoints(run):
-        preds[ck.parent.name] = ensemble_predict(cfg, [ck], data, tta, const)
-        print(f"{ck.parent.name:<8} alone        test RMSE {rmse(preds[ck.parent.name]):.4f}", flush=True)
-    single = [rmse(p) for p in preds.values()]
-    ens = rmse(np.mean(list(preds.values()), 0))
+        preds.append(ensemble_predict(cfg, [ck], data, tta, const))
+        single.append(rmse(preds[-1]))
+        print(f"{ck.parent.name:<8} alone        test RMSE {single[-1]:.4f}", flush=True)
+    ens = rmse(np.mean(preds, 0))
     sd = statistics.stdev(single) if len(single) > 1 else 0.0
     print(f"single fold models: mean {statistics.mean(single):.4f} ± {sd:.4f} (best {min(single):.4f})")
     print(f"{len(single)}-fold ensemble: test RMSE {ens:.4f}  "

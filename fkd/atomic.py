@@ -15,9 +15,14 @@ TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[^.]+\.tmp")
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temp path beside `path`; on success fsync and rename it over `path`, else delete it."""
+    """Yield a temp path beside `path`; on success fsync and rename it over `path`, else delete it.
+
+    Temps that killed writers left in the same folder are swept first, so every folder fkd writes into is
+    cleaned by its next write; folders a rerun never writes into again (a FAIL tune trial) need `sweep`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep(path.parent, recursive=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:

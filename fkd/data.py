@@ -349,7 +349,6 @@ def load_data(data_dir: str | os.PathLike, use_cache: bool = True) -> Competitio
     arrays["content_hash"] = np.array(h.hexdigest()[:16])
     if use_cache:
         try:
-            atomic.sweep(cache.parent, recursive=False)
             with atomic.atomic_path(cache, suffix=".npz") as tmp:
                 np.savez(tmp, **arrays)
         except OSError:

@@ -203,7 +203,6 @@ def download(dest: str | Path | None = None, force: bool = False) -> list[Path]:
         return [dest / n for n in REQUIRED]
     api = get_api()
     dest.mkdir(parents=True, exist_ok=True)
-    atomic.sweep(dest, recursive=False)  # a download killed mid-extract
     try:
         listed = {f.name: f.total_bytes for f in api.competition_list_files(COMP.slug).files}
         api.competition_download_files(COMP.slug, path=str(dest), force=True, quiet=False)

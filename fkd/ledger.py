@@ -109,7 +109,6 @@ def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderbo
     ax.set_xlabel("CV RMSE (out of fold)"), ax.set_ylabel("leaderboard RMSE"), ax.legend(), ax.grid(alpha=0.3)
     ax.set_title("does CV predict the leaderboard?")
     fig.tight_layout()
-    atomic.sweep(Path(out).parent, recursive=False)
     with atomic.atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

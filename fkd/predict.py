@@ -113,7 +113,6 @@ def write_submission(sub: pd.DataFrame, name: str, data: CompetitionData, info: 
                      tta: bool, out_dir: str | Path = "submissions") -> dict:
     """<out_dir>/<UTC time>-<name>.csv written atomically, its ledger row, its local score (where the folder has
     a solution.csv) and its sidecar JSON (`info` + provenance); returns the sidecar's content."""
-    atomic.sweep(out_dir, recursive=False)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(out_dir) / f"{stamp}-{name}.csv"
     n = 1

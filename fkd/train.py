@@ -371,7 +371,7 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
     data = load_training_data(cfg)
     run_dir, folds = prepare_run(cfg, data)
-    atomic.sweep(run_dir)  # temp files of an earlier process that was killed mid-write
+    atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
     which = list(cfg.train_folds) or list(range(cfg.folds))
     t0 = time.time()
     results = []

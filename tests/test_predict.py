@@ -85,8 +85,10 @@ write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not out.exists()                      # never a partial file under the final name
+    assert list(tmp_path.glob(".sub.csv.*.tmp*"))   # the killed writer's temp...
     write_csv(pd.DataFrame({"RowId": [1, 2], "Location": [1.0, 2.0]}), out)
     assert out.read_text() == "RowId,Location\n1,1.000000\n2,2.000000\n"
+    assert not list(tmp_path.glob(".*.tmp*"))    # ...is swept by the next write into its folder
 
 
 @pytest.mark.slow
