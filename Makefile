@@ -18,7 +18,7 @@ RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
 CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
+.PHONY: help install lock test test-fast submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lock: ## re-pin constraints.txt from the current .venv
 
 test: install ## run the whole test suite, slow tests included (what CI runs)
 	$(BIN)/python -m pytest tests
+
+test-fast: install ## the tests that train nothing beyond a few steps (-m "not slow"): for every edit
+	$(BIN)/python -m pytest tests -m "not slow"
 
 submit: install ## the main job: data -> train -> predict (TTA) -> upload -> score (OFFLINE=1: local server)
 	$(FKD) submit $(CFG_ARGS) $(if $(OFFLINE),--offline)

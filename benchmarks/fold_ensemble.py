@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 from fkd.competition import COMP  # noqa: E402
 from fkd.data import load_data  # noqa: E402
 from fkd.metric import read_lookup_sources, read_submission, score  # noqa: E402
-from fkd.predict import checkpoints, ensemble_predict, load_run, submission_frame, tta_constant  # noqa: E402
+from fkd.predict import ensemble_predict, tta_constant  # noqa: E402
+from fkd.runfiles import checkpoints, load_run  # noqa: E402
+from fkd.submission import submission_frame  # noqa: E402
 
 
 def main(argv=None) -> int:

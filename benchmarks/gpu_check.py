@@ -37,7 +37,8 @@ def main(argv=None) -> int:
         return 1
     from fkd.config import make_config
     from fkd.data import load_data
-    from fkd.infer import predict_images, select_device
+    from fkd.device import select_device
+    from fkd.models import predict_images
     from fkd.train import run_cv
 
     work = Path(tempfile.mkdtemp(prefix="fkd-gpu-check-"))
@@ -61,8 +62,8 @@ def main(argv=None) -> int:
         secs = [float(r.split(",")[-1]) for r in metrics]
         ips = fold["n_train"] / float(np.median(secs[1:] if len(secs) > 1 else secs))
         data = load_data(data_dir)
-        from fkd.train import build
-        model = build(cfg).to(dev)
+        from fkd.models import create_from_config
+        model = create_from_config(cfg).to(dev)
         state = torch.load(cfg.run_dir() / "fold0" / "best.pt", map_location=dev, weights_only=False)
         model.load_state_dict(state["model"])
         if cfg.channels_last:

@@ -24,8 +24,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from fkd.augment import Augmenter  # noqa: E402
 from fkd.config import make_config  # noqa: E402
 from fkd.data import load_data  # noqa: E402
-from fkd.infer import select_device  # noqa: E402
-from fkd.train import FaceDataset, build, train_one_epoch  # noqa: E402
+from fkd.device import select_device  # noqa: E402
+from fkd.models import create_from_config  # noqa: E402
+from fkd.train import FaceDataset, train_one_epoch  # noqa: E402
 
 
 class ReferenceNet(nn.Module):
@@ -73,7 +74,7 @@ def main():
     # fkd
     cfg = make_config(overrides=["model=baseline", "batch_size=128", "dropout=0.4", "workers=0"])
     dev, amp = select_device(cfg.device, cfg.amp)
-    model = build(cfg).to(dev).to(memory_format=torch.channels_last)
+    model = create_from_config(cfg).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     ds = FaceDataset(imgs, kp, src, Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const))
     loader = torch.utils.data.DataLoader(ds, batch_size=128, shuffle=True, num_workers=0)

@@ -12,15 +12,15 @@ ledger row, scored locally when a solution.csv exists).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .competition import COMP
-from .data import load_data, make_folds, test_hash
+from .data import load_training_data, make_folds, test_hash
 from .errors import FkdError
 from .metric import rmse
+from .runfiles import checkpoints, load_run, read_cv, read_oof
 
 PER = ("source", "keypoint", "global")
 
@@ -65,7 +65,8 @@ def apply_weights(preds: np.ndarray, weights: dict, groups) -> np.ndarray:
 
 def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions",
           data_dir: str | None = None) -> dict:
-    from .predict import checkpoints, ensemble_predict, load_run, submission_frame, tta_constant, write_submission
+    from .predict import ensemble_predict, tta_constant
+    from .submission import submission_frame, write_submission
 
     if len(run_dirs) < 2:
         raise FkdError("fkd blend needs at least two runs")
@@ -74,25 +75,23 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     runs = []
     for d in map(Path, run_dirs):
         cfg, meta = load_run(d)
-        cv_file = d / "cv.json"
-        if not cv_file.is_file():
-            raise FkdError(f"{d}: no cv.json; finish its training first (`fkd train`)")
-        cv = json.loads(cv_file.read_text())
+        cv = read_cv(d, required=True)
         if sorted(cv.get("folds_trained", [])) != list(range(cfg.folds)):
             raise FkdError(f"{d}: only folds {cv.get('folds_trained')} of {cfg.folds} are trained; a blend needs "
                            "out-of-fold predictions for every row (train the other folds)")
         runs.append((d, cfg, meta, cv))
-    hashes = {m.get("data_hash") for _, _, m, _ in runs}
-    if len(hashes) != 1:
-        raise FkdError("the runs were trained on different data; blend runs of one competition folder only")
+    rows = {(m.get("data_hash"), c.limit_train, c.limit_train and c.seed) for _, c, m, _ in runs}
+    if len(rows) != 1:
+        raise FkdError("the runs were trained on different data (or other limit_train samples); blend runs of one "
+                       "competition folder and the same rows only")
     d0, cfg0, meta0, _ = runs[0]
-    data = load_data(data_dir or meta0.get("data_dir") or cfg0.data_dir)
-    if data_dir and meta0.get("data_hash") and data.data_hash != meta0["data_hash"].split("-limit")[0]:
+    data = load_training_data(data_dir or meta0.get("data_dir") or cfg0.data_dir, cfg0.limit_train, cfg0.seed)
+    if data_dir and meta0.get("data_hash") and data.data_hash != meta0["data_hash"]:
         raise FkdError(f"{data.data_dir}: its training data differs from the one the runs were trained on; "
                        "blend with the runs' own data folder")
     folds = make_folds(data.source, cfg0.folds, cfg0.seed)
     # each run's OOF predictions, TTA as that run predicts (un-flipped with its fitted constant)
-    oof = np.stack([np.load(d / "oof.npy")[1 if c.tta else 0] for d, c, _, _ in runs])  # written by run_cv
+    oof = np.stack([read_oof(d, c.tta) for d, c, _, _ in runs])  # (R, N, 30)
     y, groups = data.keypoints, _groups(per, data.source)
     singles = {d.name: rmse((o - y)[np.isfinite(y)]) for (d, *_), o in zip(runs, oof)}
 

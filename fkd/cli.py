@@ -28,7 +28,9 @@ def _wrote(*paths) -> None:
 def _config_args(p: argparse.ArgumentParser, data_default: str | None = None) -> None:
     p.add_argument("--data-dir", default=data_default, help="competition folder (Kaggle layout)")
     p.add_argument("--config", help="YAML file of config fields (e.g. tuning/best.yaml)")
-    p.add_argument("--preset", choices=["quick", "default", "best"], help="preset defaults (default: default)")
+    from .config import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), help="preset defaults (default: default)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set lr=1e-3 --set model=convnext_atto")
 
@@ -86,7 +88,7 @@ def cmd_train(a):
     cv = run_cv(cfg)
     print(format_cv(cv))
     rd = cfg.run_dir()
-    _wrote(rd / "config.yaml", rd / "cv.json", rd / "cv.txt", rd / "oof.npy",
+    _wrote(rd / "config.yaml", rd / "cv.json", rd / "cv.txt", rd / "oof.npz",
            *[rd / f"fold{k}" / n for k in cv["folds_trained"] for n in ("best.pt", "metrics.csv", "loss.png")])
 
 
@@ -179,7 +181,7 @@ def cmd_blend(a):
 
 def cmd_errors(a):
     from .competition import COMP
-    from .errors_report import error_report
+    from .analysis import error_report
 
     r = error_report(a.run_dir, worst=a.worst, tta=not a.no_tta)
     print(f"{'keypoint':<26} {'full':>7} {'common':>7}")
@@ -218,7 +220,9 @@ def cmd_tune(a):
         base = replace(base, train_folds=a.folds)
     print(f"study {a.study!r} in {storage}: {a.trials} trials, {a.workers} worker(s), folds "
           f"{list(base.train_folds) or 'all'}, {base.epochs} epochs a trial", flush=True)
-    study, summary = tune.tune(base, a.trials, a.study, storage, a.workers, a.timeout, a.pruner, a.space)
+    from .config import parse_sets
+    study, summary = tune.tune(base, a.trials, a.study, storage, a.workers, a.timeout, a.pruner, a.space,
+                               fixed=set(parse_sets(a.sets)))
     plots = tune.write_plots(study)
     print(f"trials {summary['trials']}: " + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items() if v))
     print(f"first-fold epochs run {summary['first_fold_epochs_run']} (without pruning: "
@@ -241,7 +245,7 @@ def cmd_dashboard(a):
 
 
 def cmd_submit(a):
-    from .submit import submit
+    from .pipeline import submit
 
     submit(preset=a.preset, config_file=a.config, overrides=a.sets, data_dir=a.data_dir, offline=a.offline,
            timeout=a.timeout)
@@ -249,6 +253,8 @@ def cmd_submit(a):
 
 # ---------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from .tune import DEFAULT_STUDY
+
     p = argparse.ArgumentParser(prog="fkd", description="Facial Keypoints Detection: data to scored submission")
     p.add_argument("--version", action="version", version=f"fkd {__import__('fkd').__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -337,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (cores split)")
     s.add_argument("--storage", help="RDB URL (default sqlite:///<abs>/tuning/fkd.db; postgresql://... for "
                                      "workers on several machines)")
-    s.add_argument("--study", default="fkd", help="study name")
+    s.add_argument("--study", default=DEFAULT_STUDY, help="study name")
     s.add_argument("--pruner", choices=["median", "hyperband"], default="median")
     s.add_argument("--space", help="search space YAML (default tuning/space.yaml)")
     s.add_argument("--export", action="store_true", help="write the best trial to tuning/best.yaml")

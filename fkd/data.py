@@ -367,6 +367,19 @@ def _from_arrays(data_dir: Path, a: dict) -> CompetitionData:
     )
 
 
+def load_training_data(data_dir: str | os.PathLike, limit_train: int = 0, seed: int = 0) -> CompetitionData:
+    """load_data, keeping (limit_train > 0) a seeded random sample of limit_train training rows in file order.
+
+    Every reader of a run's out-of-fold arrays loads the data this way with the run's limit_train and seed,
+    so its rows line up with the arrays. data_hash stays the folder's (limit_train is in the run's config).
+    """
+    data = load_data(data_dir)
+    if limit_train and limit_train < len(data.images):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(data.images))[:limit_train])
+        data.images, data.keypoints, data.source = data.images[keep], data.keypoints[keep], data.source[keep]
+    return data
+
+
 def test_hash(data: CompetitionData) -> str:
     """Content hash of the test images and their ids: a run's predictions belong to exactly this test set."""
     h = hashlib.sha1(data.test_images.tobytes())

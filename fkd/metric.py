@@ -83,7 +83,34 @@ def read_lookup_sources(lookup_path: str | Path) -> pd.DataFrame:
 
 
 def rmse(x: np.ndarray) -> float:
+    """Root mean square of a flat array of errors (NaN when empty)."""
     return float(np.sqrt(np.mean(np.square(x)))) if len(x) else float("nan")
+
+
+def rmse_masked(pred: np.ndarray, target: np.ndarray) -> float:
+    """Kaggle's RMSE over the labelled (image, feature) pairs of (N, 30) arrays (NaN target = unlabelled)."""
+    m = np.isfinite(target)
+    return rmse((pred[m] - target[m]).astype(np.float64))
+
+
+def per_keypoint(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """RMSE of each keypoint (its x and y together) over its labelled rows."""
+    return {k: rmse_masked(pred[:, 2 * j:2 * j + 2], target[:, 2 * j:2 * j + 2]) for j, k in enumerate(COMP.keypoints)}
+
+
+def breakdown(pred: np.ndarray, target: np.ndarray, source: np.ndarray, fold: np.ndarray | None = None) -> dict:
+    """Out-of-fold RMSE overall, per annotation source, per keypoint and (with `fold`) per fold."""
+    from .data import COMMON, FULL
+
+    out = {"rmse": rmse_masked(pred, target),
+           "rmse_full": rmse_masked(pred[source == FULL], target[source == FULL]),
+           "rmse_common": rmse_masked(pred[source == COMMON], target[source == COMMON]),
+           "per_keypoint": per_keypoint(pred, target)}
+    if fold is not None:
+        per = [rmse_masked(pred[fold == f], target[fold == f]) for f in np.unique(fold)]
+        out["per_fold"] = per
+        out["fold_mean"], out["fold_std"] = float(np.mean(per)), float(np.std(per))
+    return out
 
 
 def score(submission: pd.DataFrame, solution: pd.DataFrame, lookup: pd.DataFrame,

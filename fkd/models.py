@@ -4,7 +4,7 @@ Every model takes (images (B,1,96,96) float in [0,1], source (B,) long) and retu
 (B, 30) in pixels, plus `loss` when targets (B, 30, NaN = missing) are given. So the training loop never
 special-cases a model.
 
-    >>> m = create_model("baseline", dropout=0.4)
+    >>> m = create_model("baseline", dropout=0.1)
     >>> out = m(torch.rand(2, 1, 96, 96), torch.tensor([0, 1]))
     >>> out["preds"].shape
     torch.Size([2, 30])
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .competition import COMP
+from .device import autocast, to_input
+from .keypoints import flip_keypoints_torch
 
 N_OUT = 2 * len(COMP.keypoints)  # 30
 N_SOURCES = 2
@@ -129,7 +132,7 @@ class BaselineHead(nn.Module):
         self.offset.copy_(mean.to(self.offset))
 
 
-def build_baseline(dropout: float = 0.4, source_aware: bool = True, loss: str = "mse", **_) -> KeypointModel:
+def build_baseline(dropout: float = 0.1, source_aware: bool = True, loss: str = "mse", **_) -> KeypointModel:
     return KeypointModel(BaselineBody(), BaselineHead(dropout, source_aware), source_aware, loss)
 
 
@@ -224,13 +227,50 @@ MODELS: dict[str, Callable[..., KeypointModel]] = {
 }
 
 
+def is_model(name: str) -> bool:
+    """A registered name, or a backbone timm knows."""
+    if name in MODELS:
+        return True
+    import timm
+
+    return timm.is_model(name)
+
+
+def create_from_config(cfg) -> KeypointModel:
+    """The model a Config describes (untrained): what training builds and prediction loads weights into."""
+    return create_model(cfg.model, head=cfg.head, dropout=cfg.dropout, source_aware=cfg.source_aware,
+                        loss=cfg.loss, weights=cfg.weights)
+
+
 def create_model(name: str, **kw) -> KeypointModel:
     """A registered model by name, or any other timm backbone name (timm's own registry)."""
     if name in MODELS:
         return MODELS[name](**kw)
-    import timm
-
-    if not timm.is_model(name):
+    if not is_model(name):
         from .errors import FkdError
         raise FkdError(f"unknown model {name!r}: use one of {', '.join(MODELS)} or a timm backbone name")
     return build_timm(name, **kw)
+
+
+# ------------------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def predict_images(model, images: np.ndarray, source: np.ndarray, dev: torch.device, amp: torch.dtype | None,
+                   tta: bool = False, flip_const: float = 96.0, batch_size: int = 256,
+                   channels_last: bool = True) -> np.ndarray:
+    """(N, 96, 96) uint8 images + (N,) sources -> (N, 30) float32 pixel predictions.
+
+    With tta the flipped image is predicted too, un-flipped (x -> c - x, left/right swapped) and averaged.
+    """
+    model.eval()
+    out = []
+    imgs, src = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(source.astype(np.int64))
+    for i in range(0, len(imgs), batch_size):
+        x = to_input(imgs[i:i + batch_size], dev, channels_last)
+        s = src[i:i + batch_size].to(dev)
+        with autocast(dev, amp):
+            p = model(x, s)["preds"].float()
+            if tta:
+                pf = model(x.flip(-1), s)["preds"].float()
+                p = (p + flip_keypoints_torch(pf, flip_const)) / 2
+        out.append(p.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 30), np.float32)

@@ -4,8 +4,7 @@
     >>> result = run_cv(make_config(preset="quick", data_dir="..."))   # doctest: +SKIP
     >>> result["cv_rmse"]
 
-Layout of a run (runs/<name>/): config.yaml, folds.csv, fold<k>/{last.pt, best.pt, metrics.csv, loss.png,
-result.json}, oof.npy, oof_tta.npy, cv.json. Every epoch's randomness (shuffle, augmentation, dropout) is
+The run folder's files are described, written and read in fkd/runfiles.py. Every epoch's randomness (shuffle, augmentation, dropout) is
 seeded from (seed, fold, epoch), and last.pt holds model, optimizer, scheduler and EMA state after each
 epoch, so a killed run resumes where it stopped and, in deterministic mode, ends as an uninterrupted one.
 """
@@ -21,57 +20,19 @@ from typing import Callable
 
 import numpy as np
 import torch
-import yaml
 
-from . import atomic
+from . import atomic, runfiles
 from .augment import Augmenter
-from .competition import COMP
-from .config import Config, save_config, training_fields
-from .data import COMMON, FULL, CompetitionData, load_data, make_folds, save_folds, test_hash
+from .config import Config, training_fields
+from .data import COMMON, FULL, CompetitionData, load_training_data, make_folds, save_folds, test_hash
+from .device import autocast, default_workers, select_device, to_input
 from .errors import FkdError
-from .infer import autocast, default_workers, predict_images, select_device, to_input
 from .keypoints import flip_keypoints
-from .models import create_model
+from .metric import breakdown, rmse_masked
+from .models import create_from_config, predict_images
+from .schedules import make_scheduler
 
 FLIP_SCAN = (95.0, 95.5, 96.0, 96.5, 97.0)  # candidate flip constants measured out of fold for TTA
-
-
-# ------------------------------------------------------------------------------------- LR schedules
-def sched_onecycle(step: int, total: int, warmup: float) -> float:
-    """Linear warm-up from 1/25 to 1 over `warmup` of training, then cosine down to 1e-3."""
-    w = max(1, int(total * max(warmup, 0.01)))
-    if step < w:
-        return 0.04 + 0.96 * step / w
-    t = min(1.0, (step - w) / max(1, total - w))
-    return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def sched_cosine(step: int, total: int, warmup: float) -> float:
-    """Linear warm-up from 0 over `warmup` of training, then cosine down to 1e-2."""
-    w = int(total * warmup)
-    if step < w:
-        return (step + 1) / (w + 1)
-    t = min(1.0, (step - w) / max(1, total - w))
-    return 1e-2 + (1 - 1e-2) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def sched_constant(step: int, total: int, warmup: float) -> float:
-    return 1.0
-
-
-# plateau: the reference's ReduceLROnPlateau(factor 0.5, patience 3) on validation RMSE, stepped per epoch
-SCHEDULERS: dict[str, Callable[[int, int, float], float] | None] = {
-    "onecycle": sched_onecycle, "cosine": sched_cosine, "constant": sched_constant, "plateau": None,
-}
-
-
-def make_scheduler(cfg: Config, opt, total_steps: int):
-    if cfg.scheduler not in SCHEDULERS:
-        raise FkdError(f"unknown scheduler {cfg.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    fn = SCHEDULERS[cfg.scheduler]
-    if fn is None:
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=3)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: fn(s, total_steps, cfg.warmup))
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -100,26 +61,6 @@ def _worker_init(_):
 
 def epoch_seed(cfg: Config, fold: int, epoch: int) -> int:
     return (cfg.seed * 1_000_003 + fold * 10_007 + epoch) % (2**31)
-
-
-# --------------------------------------------------------------------------------------- metrics
-def rmse_masked(pred: np.ndarray, target: np.ndarray) -> float:
-    """Kaggle's RMSE over the labelled (image, feature) pairs."""
-    m = np.isfinite(target)
-    return float(np.sqrt(np.mean((pred[m] - target[m]) ** 2))) if m.any() else float("nan")
-
-
-def breakdown(pred: np.ndarray, target: np.ndarray, source: np.ndarray, fold: np.ndarray | None = None) -> dict:
-    out = {"rmse": rmse_masked(pred, target),
-           "rmse_full": rmse_masked(pred[source == FULL], target[source == FULL]),
-           "rmse_common": rmse_masked(pred[source == COMMON], target[source == COMMON]),
-           "per_keypoint": {k: rmse_masked(pred[:, 2 * j:2 * j + 2], target[:, 2 * j:2 * j + 2])
-                            for j, k in enumerate(COMP.keypoints)}}
-    if fold is not None:
-        per = [rmse_masked(pred[fold == f], target[fold == f]) for f in np.unique(fold)]
-        out["per_fold"] = per
-        out["fold_mean"], out["fold_std"] = float(np.mean(per)), float(np.std(per))
-    return out
 
 
 # --------------------------------------------------------------------------------------- one fold
@@ -187,11 +128,6 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
     return {"train_rmse": math.sqrt(sum_sq / max(n_val, 1)), "images": n_img}
 
 
-def build(cfg: Config):
-    return create_model(cfg.model, head=cfg.head, dropout=cfg.dropout, source_aware=cfg.source_aware,
-                        loss=cfg.loss, weights=cfg.weights)
-
-
 def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, run_dir: Path,
                report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
     """Train one fold; returns its result (best epoch, validation RMSE with/without TTA) and writes fold<k>/.
@@ -215,7 +151,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
 
     tr, va = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     torch.manual_seed(epoch_seed(cfg, fold, -1))
-    model = build(cfg)
+    model = create_from_config(cfg)
     model.init_output(torch.from_numpy(source_means(data.keypoints[tr], data.source[tr])))
     model = model.to(dev)
     if cfg.channels_last:
@@ -308,12 +244,10 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     oof = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
     mirrored = predict_images(eval_model, np.ascontiguousarray(val_x[:, :, ::-1]), val_s, dev, amp,
                               channels_last=cfg.channels_last)   # predictions of the mirrored faces
-    oof_tta = (oof + flip_keypoints(mirrored, cfg.flip_const)) / 2
+    oof_tta = tta_average(oof, mirrored, cfg.flip_const)
     # the TTA flip constant, measured out of fold: which c un-flips this model's mirrored predictions best
-    scan = {str(c): rmse_masked((oof + flip_keypoints(mirrored, c)) / 2, val_y) for c in FLIP_SCAN}
-    np.save(fdir / "oof_idx.npy", va)
-    with atomic.atomic_path(fdir / "oof.npy", suffix=".npy") as tmp:
-        np.save(tmp, np.stack([oof, oof_tta]))
+    scan = {str(c): rmse_masked(tta_average(oof, mirrored, c), val_y) for c in FLIP_SCAN}
+    runfiles.write_fold_predictions(fdir, va, oof, mirrored)
     _save_curve(history, fdir / "loss.png", f"{run_dir.name} fold {fold}")
     result = {"fold": fold, "best_epoch": best_epoch + 1, "epochs_run": len(history),
               "val_rmse": rmse_masked(oof, val_y), "val_rmse_tta": rmse_masked(oof_tta, val_y),
@@ -328,9 +262,8 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
 def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
     """Create or re-open runs/<name>/: refuse a run dir made with another config or other data."""
     run_dir = cfg.run_dir()
-    cfg_file = run_dir / "config.yaml"
-    if cfg_file.is_file():
-        old = yaml.safe_load(cfg_file.read_text()) or {}
+    if (run_dir / "config.yaml").is_file():
+        old = runfiles.read_run_meta(run_dir)
         if old.get("fingerprint") != cfg.fingerprint():
             changed = sorted(k for k, v in training_fields(cfg).items()
                              if (old.get("config") or {}).get(k, v) != v)
@@ -341,7 +274,7 @@ def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
                            "pick another --set name=... or delete that folder")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cfg_file, {"fingerprint": cfg.fingerprint(), "data_hash": data.data_hash,
+        runfiles.save_run_config(cfg, run_dir, {"fingerprint": cfg.fingerprint(), "data_hash": data.data_hash,
                                     "test_hash": test_hash(data),
                                     "data_dir": str(Path(cfg.data_dir).resolve()),
                                     "fkd_version": __import__("fkd").__version__})
@@ -350,26 +283,23 @@ def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
     return run_dir, folds
 
 
-def load_training_data(cfg: Config) -> CompetitionData:
-    data = load_data(cfg.data_dir)
-    if cfg.limit_train and cfg.limit_train < len(data.images):
-        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.images))[: cfg.limit_train])
-        data.images, data.keypoints, data.source = data.images[keep], data.keypoints[keep], data.source[keep]
-        data.data_hash = f"{data.data_hash}-limit{cfg.limit_train}"
-    return data
-
-
-def collect_oof(run_dir: Path, data: CompetitionData, folds: np.ndarray, which: list[int]):
-    oof = np.full((2, len(folds), 30), np.nan, np.float32)
+def collect_oof(run_dir: Path, n_rows: int, which: list[int], tta_const: float | None = None):
+    """(plain, mirrored) out-of-fold arrays (N, 30) over the folds in `which` (NaN rows elsewhere)."""
+    plain, mirrored = np.full((2, n_rows, 30), np.nan, np.float32)
     for k in which:
-        idx = np.load(run_dir / f"fold{k}" / "oof_idx.npy")
-        oof[:, idx] = np.load(run_dir / f"fold{k}" / "oof.npy")
-    return oof
+        f = runfiles.read_fold_predictions(run_dir / f"fold{k}")
+        plain[f["idx"]], mirrored[f["idx"]] = f["plain"], f["mirrored"]
+    return plain, mirrored
+
+
+def tta_average(plain: np.ndarray, mirrored: np.ndarray, flip_const: float) -> np.ndarray:
+    """Flip TTA: the mean of a prediction and the un-flipped prediction of the mirrored face."""
+    return (plain + flip_keypoints(mirrored, flip_const)) / 2
 
 
 def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
     """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
-    data = load_training_data(cfg)
+    data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.seed)
     run_dir, folds = prepare_run(cfg, data)
     atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
     which = list(cfg.train_folds) or list(range(cfg.folds))
@@ -378,13 +308,13 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     for k in which:
         results.append(train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None,
                                   progress=progress))
-    oof = collect_oof(run_dir, data, folds, which)
+    plain, mirrored = collect_oof(run_dir, len(folds), which)
     sel = np.isin(folds, which)
-    no_tta = breakdown(oof[0][sel], data.keypoints[sel], data.source[sel], folds[sel])
-    c_tta = fit_tta_flip_const(oof[1][sel], data.keypoints[sel], cfg.flip_const) if cfg.tta_flip_const == 0 \
-        else cfg.tta_flip_const
-    oof[1] = shift_tta(oof[1], cfg.flip_const, c_tta)
-    tta = breakdown(oof[1][sel], data.keypoints[sel], data.source[sel], folds[sel])
+    no_tta = breakdown(plain[sel], data.keypoints[sel], data.source[sel], folds[sel])
+    c_tta = cfg.tta_flip_const or fit_tta_flip_const(tta_average(plain, mirrored, cfg.flip_const)[sel],
+                                                     data.keypoints[sel], cfg.flip_const)
+    oof_tta = tta_average(plain, mirrored, c_tta)
+    tta = breakdown(oof_tta[sel], data.keypoints[sel], data.source[sel], folds[sel])
     chosen = tta if cfg.tta else no_tta
     cv = {"run": run_dir.name, "cv_rmse": chosen["rmse"], "cv_rmse_no_tta": no_tta["rmse"],
           "tta_flip_const": c_tta, "flip_const": cfg.flip_const,
@@ -396,8 +326,7 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
           "mean_keypoint_rmse": mean_baseline(data, folds, which), "data_hash": data.data_hash,
           "tta_flip_const_scan": {c: pooled([(r["tta_flip_const_scan"][c], r["n_val"]) for r in results])
                                   for c in results[0]["tta_flip_const_scan"]}}
-    with atomic.atomic_path(run_dir / "oof.npy", suffix=".npy") as tmp:
-        np.save(tmp, oof)
+    runfiles.write_oof(run_dir, plain, oof_tta)
     atomic.write_json(run_dir / "cv.json", cv)
     atomic.write_text(run_dir / "cv.txt", format_cv(cv))
     return cv
@@ -415,13 +344,6 @@ def source_means(keypoints: np.ndarray, source: np.ndarray) -> np.ndarray:
             rows = keypoints[source == s]
             m = np.nanmean(rows, 0) if len(rows) else overall
             out[s] = np.where(np.isfinite(m), m, overall)
-    return out
-
-
-def shift_tta(tta_pred: np.ndarray, c_from: float, c_to: float) -> np.ndarray:
-    """Flip-TTA predictions made with constant c_from, as they would be with c_to: x moves by (c_to - c_from) / 2."""
-    out = tta_pred.copy()
-    out[..., 0::2] += (c_to - c_from) / 2
     return out
 
 

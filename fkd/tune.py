@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from . import atomic
-from .config import Config, FIELD_TYPES, make_config, replace, save_config
+from .config import Config, FIELD_TYPES, config_from_dict, replace, save_config
 from .errors import FkdError
 
 TUNING = Path("tuning")
@@ -174,10 +174,19 @@ def run_worker(base: Config, study_name: str, storage_url: str, n_trials: int, t
 
 
 def tune(base: Config, n_trials: int, study_name: str = DEFAULT_STUDY, storage_url: str | None = None,
-         workers: int = 1, timeout: float | None = None, pruner: str = "median", space_file: str | None = None):
-    """Create the study, run `workers` processes (the cores split between them), write the plots."""
+         workers: int = 1, timeout: float | None = None, pruner: str = "median", space_file: str | None = None,
+         fixed: set[str] = frozenset()):
+    """Create the study, run `workers` processes (the cores split between them), write the plots.
+
+    `fixed`: fields the user set on the command line; the study keeps them as set instead of searching them.
+    """
     storage_url = storage_url or default_storage()
     space = load_space(space_file or SPACE_FILE)
+    held = sorted(set(space) & set(fixed))
+    if held:
+        print(f"note: {', '.join(held)} set with --set: kept at {', '.join(f'{k}={getattr(base, k)}' for k in held)} "
+              f"instead of searched (they are in {space_file or SPACE_FILE})", flush=True)
+        space = {k: v for k, v in space.items() if k not in held}
     study = create_study(study_name, storage_url, base.seed, pruner)
     t0 = time.time()
     if workers <= 1:
@@ -186,9 +195,10 @@ def tune(base: Config, n_trials: int, study_name: str = DEFAULT_STUDY, storage_u
         threads = max(1, (os.cpu_count() or 1) // workers)
         cfg_file = TUNING / f".{study_name}-base.yaml"
         save_config(replace(base, threads=threads), cfg_file)
+        space_copy = atomic.write_text(TUNING / f".{study_name}-space.yaml", yaml.safe_dump(space, sort_keys=False))
         cmd = [sys.executable, "-m", "fkd", "tune", "--worker", "--config", str(cfg_file), "--study", study_name,
-               "--storage", storage_url, "--trials", str(n_trials)] + (["--timeout", str(timeout)] if timeout else []) \
-            + (["--space", str(space_file)] if space_file else [])
+               "--storage", storage_url, "--trials", str(n_trials), "--space", str(space_copy)] \
+            + (["--timeout", str(timeout)] if timeout else [])
         procs = [subprocess.Popen(cmd) for _ in range(workers)]
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -243,8 +253,9 @@ def export_best(study, path: Path = TUNING / "best.yaml") -> tuple[Path, Config]
     if not done:
         raise FkdError(f"study {study.study_name!r} has no completed trial to export yet; run `fkd tune` first")
     best = min(done, key=lambda t: t.value)
-    cfg = make_config(overrides={k: v for k, v in best.user_attrs["config"].items()
-                                 if k not in ("name", "runs_dir", "train_folds", "threads")})
+    saved = {k: v for k, v in best.user_attrs["config"].items()
+             if k not in ("name", "runs_dir", "train_folds", "threads")}   # where and how it ran, not what
+    cfg = config_from_dict(saved, where=f"study {study.study_name!r} trial {best.number}")
     save_config(cfg, path, {"study": study.study_name, "trial": best.number, "value": best.value})
     return path, cfg
 

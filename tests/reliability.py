@@ -98,8 +98,9 @@ def check_artifacts(folder: Path, problems: list[str], where: str) -> None:
                 torch.load(p, map_location="cpu", weights_only=False)
             elif p.suffix == ".json":
                 json.loads(p.read_text())
-            elif p.suffix == ".npy":
-                np.load(p)
+            elif p.suffix in (".npy", ".npz"):
+                with np.load(p) as z:
+                    [z[k] for k in z.files]
             elif p.suffix == ".csv" and p.parent.name == "submissions":
                 if len(read_submission(p)) == 0:
                     raise ValueError("no rows")
@@ -126,6 +127,7 @@ def kill_anywhere(work: Path, comp: Path, kills: int, seed: int = 0, only: set[s
     """The five commands under SIGKILL; returns {"tally": ..., "problems": [...], "seconds": {...}}."""
     import numpy as np
 
+    from fkd.runfiles import read_oof
     from fkd.server import serve_in_thread
 
     rng = random.Random(seed)
@@ -145,8 +147,9 @@ def kill_anywhere(work: Path, comp: Path, kills: int, seed: int = 0, only: set[s
                          lambda: check_artifacts(hit / "runs", problems, "train"), tally, "train")
         a, b = (json.loads((d / "runs" / name / "cv.json").read_text()) for d in (ref, hit))
         tally["checks"] += 1
-        if a["cv_rmse"] != b["cv_rmse"] or not np.array_equal(np.load(ref / "runs" / name / "oof.npy"),
-                                                              np.load(hit / "runs" / name / "oof.npy"), equal_nan=True):
+        if a["cv_rmse"] != b["cv_rmse"] or not all(
+                np.array_equal(read_oof(ref / "runs" / name, tta), read_oof(hit / "runs" / name, tta), equal_nan=True)
+                for tta in (False, True)):
             problems.append(f"train: CV after kills {b['cv_rmse']} differs from uninterrupted {a['cv_rmse']}")
     else:
         run(train, hit, env_hit)

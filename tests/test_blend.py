@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from fkd.blend import _groups, apply_weights, blend, fit_weights
+from fkd.runfiles import read_oof, write_oof
 
 
 def test_weights_recover_a_known_mix():
@@ -25,13 +26,16 @@ def test_weights_recover_a_known_mix():
     assert np.array_equal(out[src == 1], b[src == 1], equal_nan=True)
 
 
+@pytest.mark.slow
 def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
     cfg, cv = trained_run
     good = cfg.run_dir()
     bad = tmp_path / "runs" / "noisy-copy"
     shutil.copytree(good, bad)
-    oof = np.load(bad / "oof.npy")
-    np.save(bad / "oof.npy", oof + np.random.default_rng(1).normal(0, 4, oof.shape).astype(oof.dtype))
+    rng = np.random.default_rng(1)
+    noisy = {tta: read_oof(bad, tta) + rng.normal(0, 4, (len(read_oof(bad, tta)), 30)).astype(np.float32)
+             for tta in (False, True)}
+    write_oof(bad, noisy[False], noisy[True])
     info = blend([str(good), str(bad)], per="source", out_dir=tmp_path / "submissions")
     for w in info["weights"].values():
         assert w[0] > 0.85 and w[1] < 0.15, info["weights"]  # the clean run carries the blend
@@ -43,6 +47,7 @@ def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
     assert "local_score" in info and info["local_score"]["all"]["rmse"] < 10
 
 
+@pytest.mark.slow
 def test_blend_data_dir_scores_where_the_truth_is_and_refuses_other_training_data(trained_run, tmp_path):
     from fkd.errors import FkdError
     from fkd.practice import make_practice

@@ -5,9 +5,9 @@ import torch
 
 from fkd.augment import Augmenter
 from fkd.competition import COMP
-from fkd.keypoints import flip_keypoints, flip_keypoints_torch
+from fkd.keypoints import FLIP_PERM, flip_keypoints, flip_keypoints_torch
 from fkd.models import MODELS, create_model, masked_loss
-from fkd.train import SCHEDULERS
+from fkd.schedules import SCHEDULERS
 
 
 def kp_of(**named):
@@ -123,7 +123,7 @@ def test_baseline_is_the_reference_architecture():
 
 
 def test_tta_flip_constant_is_fitted_to_the_data_convention():
-    from fkd.train import fit_tta_flip_const, shift_tta
+    from fkd.train import fit_tta_flip_const, tta_average
     rng = np.random.default_rng(0)
     truth = rng.uniform(10, 86, (500, 30))
     truth[:, 4:6] = np.nan                                   # missing labels are ignored
@@ -131,14 +131,15 @@ def test_tta_flip_constant_is_fitted_to_the_data_convention():
     p = truth + b + rng.normal(0, 1.0, truth.shape)          # plain predictions
     pm = truth + b + rng.normal(0, 1.0, truth.shape)         # predictions of the mirrored faces...
     pm[:, 0::2] = c_true - truth[:, 0::2] + b + rng.normal(0, 1.0, (500, 15))   # ...in the mirrored frame
-    tta = (p + pm) / 2
-    tta[:, 0::2] = (p[:, 0::2] + c_used - pm[:, 0::2]) / 2   # un-flipped with the training constant
+    pm = pm.reshape(500, 15, 2)[:, FLIP_PERM].reshape(500, 30)   # ...with left and right swapped
+    tta = tta_average(p, pm, c_used)                         # un-flipped with the training constant
     c = fit_tta_flip_const(tta, truth, c_used)
     assert c == pytest.approx(c_true, abs=0.1)               # recovered whatever training used
     err = lambda a: np.sqrt(np.nanmean((a - truth)[:, 0::2] ** 2))  # noqa: E731
-    assert err(shift_tta(tta, c_used, c)) < err(tta) - 0.05
+    assert err(tta_average(p, pm, c)) < err(tta) - 0.05
 
 
+@pytest.mark.slow
 def test_baseline_starts_at_the_mean_and_learns_within_a_few_dozen_steps(practice_dir):
     """PyTorch's default init left BaselineNet's features near zero (no BatchNorm in five blocks): on ytf15 it
     sat at the mean keypoints for a whole schedule. He init + a zero last layer must start at the mean and fit

@@ -13,9 +13,10 @@ import torch
 from fkd import ledger
 from fkd.data import load_data
 from fkd.errors import FkdError
-from fkd.infer import predict_images
+from fkd.models import predict_images
 from fkd.keypoints import flip_keypoints
-from fkd.predict import predict_run, submission_frame, write_csv
+from fkd.predict import predict_run
+from fkd.submission import submission_frame, write_csv
 
 
 def test_rows_follow_the_lookup_table_clipped_and_finite(practice_dir, tmp_path):
@@ -77,7 +78,7 @@ def slow(self, data):
         import time; time.sleep(30)
         f.write(data[100:])
 a.Path.write_bytes = slow
-from fkd.predict import write_csv
+from fkd.submission import write_csv
 write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}}), a.Path({str(out)!r}))
 """
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -12,6 +12,7 @@ import pytest
 
 from fkd.config import make_config
 from fkd.errors import FkdError
+from fkd.runfiles import read_oof
 from fkd.train import run_cv
 
 pytestmark = pytest.mark.slow
@@ -90,5 +91,6 @@ def test_resume_after_kill_matches_uninterrupted_run(practice_dir, tmp_path):
     a = json.loads((runs / "ref" / "cv.json").read_text())
     b = json.loads((runs / "killed" / "cv.json").read_text())
     assert a["cv_rmse"] == b["cv_rmse"] and a["per_fold"] == b["per_fold"]
-    assert np.array_equal(np.load(runs / "ref" / "oof.npy"), np.load(runs / "killed" / "oof.npy"))
+    for tta in (False, True):
+        assert np.array_equal(read_oof(runs / "ref", tta), read_oof(runs / "killed", tta))
     assert not list(Path(runs).rglob("*.tmp*")), "no temp files left behind"

@@ -11,6 +11,8 @@ import pytest
 
 from fkd.config import make_config
 
+from conftest import unavailable
+
 pytestmark = pytest.mark.slow
 
 FAST = ["folds=2", "epochs=2", "limit_train=48", "batch_size=16", "model=baseline", "workers=0"]
@@ -54,8 +56,25 @@ def test_study_runs_run_cv_and_exports(practice_dir, tmp_path):
     assert path == Path("tuning/best.yaml") and cfg.lr == study.best_params["lr"]
     again = make_config(config_file=str(path))                      # fkd train --config tuning/best.yaml
     assert again.lr == cfg.lr and again.dropout == cfg.dropout
+    # exported as the trial ran: its preset (quick) and every field that shapes the weights
+    assert cfg.preset == "quick" == again.preset
+    assert cfg.fingerprint() == again.fingerprint()
+    ran = t.user_attrs["config"] if t.number == study.best_trial.number else study.best_trial.user_attrs["config"]
+    assert {k: v for k, v in cfg.to_dict().items() if k not in ("name", "runs_dir", "train_folds", "threads")} == \
+        {k: v for k, v in ran.items() if k not in ("name", "runs_dir", "train_folds", "threads")}
     plots = tune.write_plots(study)
     assert plots and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def test_set_keys_are_kept_not_searched(practice_dir, tmp_path, capsys):
+    from fkd import tune
+    base = tiny_base(practice_dir, dropout=0.2)
+    study, _ = tune.tune(base, n_trials=1, study_name="fixed", storage_url=f"sqlite:///{tmp_path}/f.db",
+                         space_file=small_space(tmp_path), fixed={"dropout"})
+    t = study.trials[0]
+    assert "dropout" not in t.params and "lr" in t.params
+    assert t.user_attrs["config"]["dropout"] == 0.2
+    assert "dropout set with --set: kept at dropout=0.2" in capsys.readouterr().out
 
 
 def _worker_cmd(practice_dir, db, n, space, study="par"):
@@ -120,10 +139,7 @@ def postgres():
     try:
         ver, url = _pg_cluster()
     except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
-        msg = f"PostgreSQL could not start: {e}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"PostgreSQL could not start: {e}")
     yield url
     subprocess.run(["pg_dropcluster", "--stop", ver, "fkdtest"], capture_output=True)
 

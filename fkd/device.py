@@ -1,4 +1,4 @@
-"""Device selection, autocast, and batched prediction with horizontal-flip TTA (used by train and predict).
+"""Where and how the math runs: device selection, bf16 autocast, input tensors, loader workers.
 
     >>> dev, amp = select_device("auto", "auto")      # cuda + bf16 when present; else cpu (+ bf16 on AMX CPUs)
 """
@@ -8,10 +8,8 @@ import contextlib
 import os
 from functools import lru_cache
 
-import numpy as np
 import torch
 
-from .keypoints import flip_keypoints_torch
 
 
 @lru_cache(maxsize=1)
@@ -55,26 +53,3 @@ def default_workers(dev: torch.device) -> int:
     if dev.type == "cuda":
         return max(1, min(8, n - 1))
     return 0 if n <= 2 else min(4, n // 4)  # on a small CPU the augmentation is cheap next to the model
-
-
-@torch.no_grad()
-def predict_images(model, images: np.ndarray, source: np.ndarray, dev: torch.device, amp: torch.dtype | None,
-                   tta: bool = False, flip_const: float = 96.0, batch_size: int = 256,
-                   channels_last: bool = True) -> np.ndarray:
-    """(N, 96, 96) uint8 images + (N,) sources -> (N, 30) float32 pixel predictions.
-
-    With tta the flipped image is predicted too, un-flipped (x -> c - x, left/right swapped) and averaged.
-    """
-    model.eval()
-    out = []
-    imgs, src = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(source.astype(np.int64))
-    for i in range(0, len(imgs), batch_size):
-        x = to_input(imgs[i:i + batch_size], dev, channels_last)
-        s = src[i:i + batch_size].to(dev)
-        with autocast(dev, amp):
-            p = model(x, s)["preds"].float()
-            if tta:
-                pf = model(x.flip(-1), s)["preds"].float()
-                p = (p + flip_keypoints_torch(pf, flip_const)) / 2
-        out.append(p.cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 30), np.float32)

@@ -1,4 +1,4 @@
-"""Error analysis of a trained run from its out-of-fold predictions: the worst faces, per-keypoint error by source.
+"""Out-of-fold error analysis of a trained run (`fkd errors`): the worst faces, per-keypoint error by source.
 
     $ fkd errors runs/default-resnet18-1a2b3c4d      # writes errors-gallery.png and errors-per-keypoint.png there
 """
@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .competition import COMP
-from .data import FULL, load_data
+from .data import FULL, load_training_data
+from .metric import per_keypoint
 from .plots import face_grid, save
+from .runfiles import load_run, read_oof
 
 
 def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict:
@@ -18,17 +20,11 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .predict import load_run
-    from .train import rmse_masked
-
     run_dir = Path(run_dir)
     cfg, meta = load_run(run_dir)
-    oof_file = run_dir / "oof.npy"
-    if not oof_file.is_file():
-        from .errors import FkdError
-        raise FkdError(f"{run_dir}: no oof.npy; finish the run with `fkd train` first")
-    data = load_data(meta.get("data_dir") or cfg.data_dir)
-    oof = np.load(oof_file)[1 if tta else 0]                     # (N, 30)
+    oof = read_oof(run_dir, tta)                                  # (N, 30)
+    # the rows the run was trained on (limit_train samples them), so they line up with oof
+    data = load_training_data(meta.get("data_dir") or cfg.data_dir, cfg.limit_train, cfg.seed)
     have = np.isfinite(oof).all(1)
     err2 = np.where(np.isfinite(data.keypoints), (oof - data.keypoints) ** 2, np.nan)
     per_img = np.sqrt(np.nanmean(err2, 1))
@@ -39,8 +35,7 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
                          for i in order], run_dir / "errors-gallery.png")
     table = {}
     for name, sel in (("full", data.source == FULL), ("common", data.source != FULL)):
-        table[name] = {k: rmse_masked(oof[sel & have][:, 2 * j:2 * j + 2], data.keypoints[sel & have][:, 2 * j:2 * j + 2])
-                       for j, k in enumerate(COMP.keypoints)}
+        table[name] = per_keypoint(oof[sel & have], data.keypoints[sel & have])
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(15)
     for off, name in ((-0.2, "full"), (0.2, "common")):

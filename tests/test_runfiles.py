@@ -1,0 +1,53 @@
+"""Run files have one reader and writer (fkd/runfiles.py); a saved config reloads exactly as saved; readers of a
+run's out-of-fold arrays load the rows the run was trained on, also with limit_train."""
+import numpy as np
+import pytest
+
+from fkd import runfiles
+from fkd.config import PRESETS, make_config
+from fkd.data import load_data, load_training_data
+from fkd.errors import FkdError
+
+
+def test_a_saved_config_reloads_as_saved(tmp_path):
+    cfg = make_config(preset="quick", overrides=["lr=3e-3", "epochs=2"], runs_dir=str(tmp_path))
+    runfiles.save_run_config(cfg, tmp_path, {"fingerprint": cfg.fingerprint()})
+    again, meta = runfiles.load_run(tmp_path)
+    assert again == cfg and again.preset == "quick" and meta["fingerprint"] == cfg.fingerprint()
+    # the default preset's values must not leak in (default trains 16 epochs with an L1 loss, quick 6 with MSE)
+    assert again.loss == "mse" != PRESETS["default"]["loss"]
+
+
+def test_out_of_fold_arrays_round_trip_with_named_fields(tmp_path):
+    rng = np.random.default_rng(0)
+    plain, tta = rng.normal(size=(2, 7, 30)).astype(np.float32)
+    runfiles.write_oof(tmp_path, plain, tta)
+    assert np.array_equal(runfiles.read_oof(tmp_path, tta=False), plain)
+    assert np.array_equal(runfiles.read_oof(tmp_path, tta=True), tta)
+    idx = np.array([4, 1, 6])
+    runfiles.write_fold_predictions(tmp_path, idx, plain[:3], tta[:3])
+    f = runfiles.read_fold_predictions(tmp_path)
+    assert np.array_equal(f["idx"], idx) and np.array_equal(f["mirrored"], tta[:3])
+    with pytest.raises(FkdError, match="no oof.npz"):
+        runfiles.read_oof(tmp_path / "nothing", tta=True)
+
+
+def test_fkd_errors_on_a_run_trained_with_limit_train(practice_dir, tmp_path):
+    """`fkd errors` once loaded every row while the run's arrays held limit_train rows (a shape error)."""
+    from fkd.analysis import error_report
+
+    cfg = make_config(preset="quick", overrides=["limit_train=100"], data_dir=str(practice_dir),
+                      runs_dir=str(tmp_path), name="limited")
+    run = cfg.run_dir()
+    run.mkdir()
+    runfiles.save_run_config(cfg, run, {"data_dir": str(practice_dir)})
+    rows = load_training_data(practice_dir, cfg.limit_train, cfg.seed)
+    assert len(rows.images) == 100 < len(load_data(practice_dir).images)
+    truth = np.nan_to_num(rows.keypoints, nan=48.0)
+    off = np.zeros_like(truth)
+    off[:, 20:22] = 2.0                                        # the nose tip 2 px off, on every row
+    runfiles.write_oof(run, truth, truth + off)
+    r = error_report(run, worst=4, tta=True)
+    assert r["per_keypoint"]["full"]["nose_tip"] == pytest.approx(2.0)
+    assert r["per_keypoint"]["full"]["left_eye_center"] == pytest.approx(0.0)
+    assert r["per_keypoint"]["common"]["left_eye_center"] == pytest.approx(0.0)   # rows line up: no error
