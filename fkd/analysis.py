@@ -30,7 +30,8 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     per_img = np.sqrt(np.nanmean(err2, 1))
     per_img[~have] = -1
     order = np.argsort(-per_img)[:worst]
-    gallery = face_grid(data.images[order], [(data.keypoints[order], "lime", "o"), (oof[order], "red", "x")],
+    gallery = face_grid(data.images[order], [(data.keypoints[order], "lime", "o", "label (truth)"),
+                                             (oof[order], "red", "x", f"prediction (out of fold, TTA {'on' if tta else 'off'})")],
                         [f"row {i} {'full' if data.source[i] == FULL else 'common'}: {per_img[i]:.2f}px"
                          for i in order], run_dir / "errors-gallery.png")
     table = {}

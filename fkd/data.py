@@ -43,11 +43,6 @@ class CompetitionData:
     sample_rowids: np.ndarray | None = None  # SampleSubmission.csv RowIds in file order (None if absent)
 
     @property
-    def mask(self) -> np.ndarray:
-        """(N, 30) True where a label exists."""
-        return np.isfinite(self.keypoints)
-
-    @property
     def solution_path(self) -> Path | None:
         p = self.data_dir / "solution.csv"
         return p if p.exists() else None
@@ -58,10 +53,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FKD_CACHE_DIR", Path(COMP.data_dir) / ".cache"))
 
 
+def unsafe_zip_member(name: str) -> bool:
+    """An absolute path, a drive letter or a '..' part: extracting it could write outside the folder (zip slip)."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
+
+
 def _check_zip(zf: zipfile.ZipFile, where: str) -> None:
     for name in zf.namelist():
-        p = PurePosixPath(name.replace("\\", "/"))
-        if p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":"):
+        if unsafe_zip_member(name):
             raise FkdError(f"{where}: refusing unsafe zip member {name!r} (absolute path or '..'); "
                            "re-download the file")
 
@@ -180,7 +180,7 @@ def read_image_csv(raw: bytes, where: str, label_cols: list[str]) -> tuple[pd.Da
     Fast path (the Kaggle files): numba finds each line's last comma and parses the pixels in place; pandas
     reads only the short label prefix. Quoted or reordered files go through pandas whole, same checks.
     """
-    from .pixels import line_bounds, parse_rows
+    from .pixels import BAD_CHAR, BAD_COUNT, BAD_RANGE, line_bounds, parse_rows
 
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -217,9 +217,9 @@ def read_image_csv(raw: bytes, where: str, label_cols: list[str]) -> tuple[pd.Da
     if bad.size:
         i = int(bad[0])
         code, detail = err[i]
-        msg = {1: "Image holds a non-numeric character (pixels must be integers 0-255 separated by spaces)",
-               2: f"Image has {detail} values, expected {COMP.n_pixels} (96x96)",
-               3: f"pixel value {detail} is outside 0-255"}[int(code)]
+        msg = {BAD_CHAR: "Image holds a non-numeric character (pixels must be integers 0-255 separated by spaces)",
+               BAD_COUNT: f"Image has {detail} values, expected {COMP.n_pixels} (96x96)",
+               BAD_RANGE: f"pixel value {detail} is outside 0-255"}[int(code)]
         raise FkdError(f"{where}: line {_line(i)}: {msg}; fix or remove that row")
     return df, images.reshape(n, COMP.image_size, COMP.image_size)
 

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from . import atomic, ledger
 from .competition import COMP
+from .data import unsafe_zip_member
 from .errors import FkdError
 
 ENDPOINT_ENV = "FKD_KAGGLE_ENDPOINT"
@@ -175,7 +176,7 @@ def _safe_extract(zf: zipfile.ZipFile, dest: Path, where: str) -> list[Path]:
     out = []
     for info in zf.infolist():
         p = PurePosixPath(info.filename.replace("\\", "/"))
-        if p.is_absolute() or ".." in p.parts or (len(info.filename) > 1 and info.filename[1] == ":"):
+        if unsafe_zip_member(info.filename):
             raise FkdError(f"{where}: refusing unsafe zip member {info.filename!r}; the download is not trusted")
         if info.is_dir():
             continue

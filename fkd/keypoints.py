@@ -1,10 +1,11 @@
 """Keypoint geometry as pure functions over arrays.
 
 Coordinates are in pixels, x to the right and y down. A horizontal flip maps x to `c - x` where the flip
-constant `c` is a property of the data set's labelling convention: 95 (= W - 1) when labels refer to pixel
-centres at integer positions (what albumentations and OpenCV assume), 96 (= W) when they refer to pixel
-edges. fkd keeps it as one config field (`flip_const`), used by training augmentation and flip TTA alike,
-and chooses it by out-of-fold measurement (see `fkd train --set flip_const=...`).
+constant `c` is a property of the data set's labels, measured, not assumed: a mirror of the image about its
+centre would give 95 (= W - 1) for labels at pixel centres or 96 (= W) for pixel edges, but real annotations
+sit off that: on ytf15 the labels flip about 97.5 out of fold. fkd keeps two fields: `flip_const`, the
+constant training's flip augmentation uses (97 in the default preset, 96 for the practice faces), and
+`tta_flip_const`, the one flip TTA un-flips with, fitted out of fold by every run (0 = fitted).
 
     >>> import numpy as np
     >>> k = np.arange(30, dtype=np.float32)[None]
@@ -25,11 +26,6 @@ def flip_keypoints(kp: np.ndarray, flip_const: float) -> np.ndarray:
     k = kp.reshape(*kp.shape[:-1], -1, 2)[..., FLIP_PERM, :].copy()  # (..., 15, 2)
     k[..., 0] = flip_const - k[..., 0]
     return k.reshape(kp.shape)
-
-
-def flip_mask(mask: np.ndarray) -> np.ndarray:
-    """Permute a (..., 30) label mask the way flip_keypoints permutes values."""
-    return mask.reshape(*mask.shape[:-1], -1, 2)[..., FLIP_PERM, :].reshape(mask.shape)
 
 
 def flip_keypoints_torch(kp, flip_const: float):

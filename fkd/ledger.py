@@ -96,7 +96,7 @@ def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderbo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import atomic
+    from .plots import save
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
     cv = [r["cv_rmse"] for r in pts]
@@ -109,10 +109,7 @@ def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderbo
     ax.set_xlabel("CV RMSE (out of fold)"), ax.set_ylabel("leaderboard RMSE"), ax.legend(), ax.grid(alpha=0.3)
     ax.set_title("does CV predict the leaderboard?")
     fig.tight_layout()
-    with atomic.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def format_table(items: list[dict]) -> str:

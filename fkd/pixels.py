@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-OK, BAD_CHAR, BAD_COUNT, BAD_RANGE = 0, 1, 2, 3
+OK, BAD_CHAR, BAD_COUNT, BAD_RANGE = 0, 1, 2, 3   # err[r, 0] of parse_rows (numba reads them as constants)
 
 
 def line_bounds(a: np.ndarray, first: int):
@@ -50,19 +50,19 @@ def last_commas(a, starts, ends):
 
 @numba.njit(cache=True, parallel=True)
 def parse_rows(a, starts, ends, out, err):
-    """Parse a[starts[r]:ends[r]] into out[r] (npx uint8 values). err[r] = (code, detail); code 0 = fine."""
+    """Parse a[starts[r]:ends[r]] into out[r] (npx uint8 values). err[r] = (code, detail); code OK = fine."""
     npx = out.shape[1]
     for r in numba.prange(starts.size):
         k = 0
         v = -1
-        code = 0
+        code = OK
         detail = 0
         for i in range(starts[r], ends[r] + 1):
             c = a[i] if i < ends[r] else 32
             if c >= 48 and c <= 57:
                 v = (c - 48) if v < 0 else v * 10 + (c - 48)
                 if v > 255:
-                    code = 3
+                    code = BAD_RANGE
                     detail = v
                     break
             elif c == 32 or c == 9 or c == 13:
@@ -72,11 +72,11 @@ def parse_rows(a, starts, ends, out, err):
                     k += 1
                     v = -1
             else:
-                code = 1
+                code = BAD_CHAR
                 detail = i - starts[r]
                 break
-        if code == 0 and k != npx:
-            code = 2
+        if code == OK and k != npx:
+            code = BAD_COUNT
             detail = k
         err[r, 0] = code
         err[r, 1] = detail

@@ -11,19 +11,19 @@ import numpy as np
 from . import atomic
 
 
-def save(fig, out: str | Path) -> Path:
-    """Write a matplotlib figure atomically as PNG and close it."""
+def save(fig, out: str | Path, **savefig_kw) -> Path:
+    """Write a matplotlib figure atomically as PNG and close it: every PNG fkd writes goes through here."""
     import matplotlib.pyplot as plt
 
     with atomic.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=90, format="png", **savefig_kw)
     plt.close(fig)
     return Path(out)
 
 
-def face_grid(images: np.ndarray, point_sets: list[tuple[np.ndarray, object, str]], titles: list[str],
-              out: str | Path, cols: int = 4) -> Path:
-    """images (n, 96, 96); point_sets: (keypoints (n, 30), colour or per-face colours, marker) drawn in order."""
+def face_grid(images: np.ndarray, point_sets: list[tuple], titles: list[str], out: str | Path, cols: int = 4) -> Path:
+    """images (n, 96, 96); point_sets: (keypoints (n, 30), colour or per-face colours, marker[, legend label])
+    drawn in order; labelled sets get a legend above the grid."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -35,10 +35,13 @@ def face_grid(images: np.ndarray, point_sets: list[tuple[np.ndarray, object, str
         ax.axis("off")
     for j, (ax, img) in enumerate(zip(axes, images)):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-        for kp, colour, marker in point_sets:
+        for kp, colour, marker, *label in point_sets:
             k = kp[j].reshape(15, 2)
             c = colour[j] if isinstance(colour, (list, tuple, np.ndarray)) else colour
-            ax.scatter(k[:, 0], k[:, 1], s=9, c=c, marker=marker)
+            ax.scatter(k[:, 0], k[:, 1], s=9, c=c, marker=marker, label=label[0] if label and j == 0 else None)
         ax.set_title(titles[j], fontsize=7)
     fig.tight_layout()
+    if any(len(ps) > 3 for ps in point_sets):
+        fig.subplots_adjust(top=1 - 0.6 / fig.get_figheight())
+        fig.legend(loc="upper center", ncol=len(point_sets), fontsize=8, frameon=False)
     return save(fig, out)

@@ -62,8 +62,7 @@ def _iso(t: float | None = None) -> str:
 class CompetitionState:
     """The server's competition: files, solution, scoring and the SQLite-backed submission history."""
 
-    def __init__(self, comp_dir: Path, state_dir: Path, users: dict[str, str] | None = None,
-                 tokens: dict[str, str] | None = None, daily_limit: int = COMP.daily_submissions,
+    def __init__(self, comp_dir: Path, state_dir: Path, users: dict[str, str] | None = None, daily_limit: int = COMP.daily_submissions,
                  score_delay: float = 0.5):
         self.dir = Path(comp_dir)
         if not (self.dir / "solution.csv").is_file():
@@ -71,7 +70,7 @@ class CompetitionState:
                            "(make one with `fkd practice`)")
         self.state_dir = Path(state_dir)
         (self.state_dir / "uploads").mkdir(parents=True, exist_ok=True)
-        self.users, self.tokens = users or {}, tokens or {}
+        self.users = users or {}
         self.daily_limit, self.score_delay = daily_limit, score_delay
         self.lock = threading.RLock()
         self.db = sqlite3.connect(self.state_dir / "server.sqlite", check_same_thread=False, timeout=30)
@@ -147,6 +146,10 @@ class CompetitionState:
             self.db.commit()
 
     # ------------------------------------------------------------------------------- submissions
+    def token_user(self, token: str) -> str | None:
+        """The user behind an API token: any non-empty token is a user of its own (a local server trusts)."""
+        return f"token-{token[:6]}" if token else None
+
     def fault(self, kind: str) -> bool:
         """Consume one injected fault of this kind, if any is set."""
         with self.lock:
@@ -243,220 +246,225 @@ class CompetitionState:
                 for i, (t, s, d) in enumerate(rows)]
 
 
-def _make_handler(state: CompetitionState, client_timeout: float = CLIENT_TIMEOUT):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "fkd-local-kaggle/1"
-        timeout = client_timeout
-        default_request_version = "HTTP/1.0"  # so that an error about a garbled request line has a status line
+class Handler(BaseHTTPRequestHandler):
+    """One request of the official client. The competition is `self.server.state`; the idle timeout is the
+    server's `client_timeout`."""
 
-        def parse_request(self):
-            if len(str(self.raw_requestline, "iso-8859-1").split()) == 2:  # HTTP/0.9: no status line to answer on
-                self.command, self.close_connection, self.request_version = None, True, "HTTP/1.0"
-                self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-                self.send_error(400, "Bad request line: expected METHOD PATH HTTP/1.1")
-                return False
-            return super().parse_request()
+    protocol_version = "HTTP/1.1"
+    server_version = "fkd-local-kaggle/1"
+    default_request_version = "HTTP/1.0"  # so that an error about a garbled request line has a status line
 
-        def log_message(self, fmt, *args):  # quiet: one line per request only with FKD_SERVER_LOG=1
-            if os.environ.get("FKD_SERVER_LOG"):
-                super().log_message(fmt, *args)
+    @property
+    def state(self) -> CompetitionState:
+        return self.server.state
 
-        # --------------------------------------------------------------------------- helpers
-        def _send(self, code: int, body: bytes = b"", ctype: str = "application/json", headers: dict | None = None):
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def setup(self):
+        self.timeout = self.server.client_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
 
-        def _json(self, code: int, obj: dict):
-            self._send(code, json.dumps(obj).encode())
+    def parse_request(self):
+        if len(str(self.raw_requestline, "iso-8859-1").split()) == 2:  # HTTP/0.9: no status line to answer on
+            self.command, self.close_connection, self.request_version = None, True, "HTTP/1.0"
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            self.send_error(400, "Bad request line: expected METHOD PATH HTTP/1.1")
+            return False
+        return super().parse_request()
 
-        def _error(self, code: int, message: str):
-            self._json(code, {"code": code, "message": message})
+    def log_message(self, fmt, *args):  # quiet: one line per request only with FKD_SERVER_LOG=1
+        if os.environ.get("FKD_SERVER_LOG"):
+            super().log_message(fmt, *args)
 
-        def _team(self) -> str | None:
-            """The user behind the request: HTTP Basic (username:key) or a Bearer token."""
-            import base64
+    # --------------------------------------------------------------------------- helpers
+    def _send(self, code: int, body: bytes = b"", ctype: str = "application/json", headers: dict | None = None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-            auth = self.headers.get("Authorization", "")
-            if auth.startswith("Basic "):
-                try:
-                    user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
-                except Exception:  # noqa: BLE001 - malformed header is simply unauthenticated
-                    return None
-                if not user or not key or (state.users and state.users.get(user) != key):
-                    return None
-                return user
-            if auth.startswith("Bearer "):
-                tok = auth[7:]
-                return state.tokens.get(tok) if state.tokens else (f"token-{tok[:6]}" if tok else None)
+    def _json(self, code: int, obj: dict):
+        self._send(code, json.dumps(obj).encode())
+
+    def _error(self, code: int, message: str):
+        self._json(code, {"code": code, "message": message})
+
+    def _team(self) -> str | None:
+        """The user behind the request: HTTP Basic (username:key) or a Bearer token."""
+        import base64
+
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+            except Exception:  # noqa: BLE001 - malformed header is simply unauthenticated
+                return None
+            if not user or not key or (self.state.users and self.state.users.get(user) != key):
+                return None
+            return user
+        if auth.startswith("Bearer "):
+            return self.state.token_user(auth[7:])
+        return None
+
+    def _body(self) -> bytes | None:
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._error(400, "bad Content-Length")
             return None
+        limit = MAX_UPLOAD if self.command == "PUT" else MAX_JSON
+        if n < 0 or n > limit:
+            self._error(413, f"request body too large (limit {limit} bytes)")
+            self.close_connection = True
+            return None
+        data = self.rfile.read(n) if n else b""
+        if len(data) != n:
+            self._error(400, "truncated request body")
+            self.close_connection = True
+            return None
+        return data
 
-        def _body(self) -> bytes | None:
-            try:
-                n = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self._error(400, "bad Content-Length")
-                return None
-            limit = MAX_UPLOAD if self.command == "PUT" else MAX_JSON
-            if n < 0 or n > limit:
-                self._error(413, f"request body too large (limit {limit} bytes)")
-                self.close_connection = True
-                return None
-            data = self.rfile.read(n) if n else b""
-            if len(data) != n:
-                self._error(400, "truncated request body")
-                self.close_connection = True
-                return None
-            return data
+    # ---------------------------------------------------------------------------- routes
+    def do_GET(self):
+        path = unquote(self.path.split("?")[0])
+        if path == f"/files/bundle/{COMP.slug}.zip":
+            return self._file(self.state.bundle())
+        m = re.fullmatch(r"/files/data/([A-Za-z0-9_.-]+)", path)
+        if m and m.group(1) in {p.name for p in self.state.files}:
+            return self._file(self.state.dir / m.group(1))
+        if path in ("/", "/health"):
+            return self._json(200, {"competition": COMP.slug, "status": "ok"})
+        self._error(404, f"no such route: GET {path}")
 
-        # ---------------------------------------------------------------------------- routes
-        def do_GET(self):
-            path = unquote(self.path.split("?")[0])
-            if path == f"/files/bundle/{COMP.slug}.zip":
-                return self._file(state.bundle())
-            m = re.fullmatch(r"/files/data/([A-Za-z0-9_.-]+)", path)
-            if m and m.group(1) in {p.name for p in state.files}:
-                return self._file(state.dir / m.group(1))
-            if path in ("/", "/health"):
-                return self._json(200, {"competition": COMP.slug, "status": "ok"})
-            self._error(404, f"no such route: GET {path}")
+    do_HEAD = do_GET
 
-        do_HEAD = do_GET
+    def _not_allowed(self):
+        self._body()  # drain what the client sent so the answer reaches it
+        self._error(405, f"method {self.command} not allowed")
 
-        def _not_allowed(self):
-            self._body()  # drain what the client sent so the answer reaches it
-            self._error(405, f"method {self.command} not allowed")
+    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
-        do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+    def _file(self, p: Path):
+        size = p.stat().st_size
+        headers = {"Last-Modified": email.utils.formatdate(p.stat().st_mtime, usegmt=True),
+                   "Accept-Ranges": "bytes"}
+        rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        start, end = 0, size - 1
+        if rng:
+            start = int(rng.group(1))
+            end = int(rng.group(2)) if rng.group(2) else size - 1
+            if start >= size:
+                return self._send(416, b"", headers={"Content-Range": f"bytes */{size}"})
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        with open(p, "rb") as f:
+            f.seek(start)
+            body = f.read(end - start + 1)
+        self._send(206 if rng else 200, body, "application/zip" if p.suffix == ".zip" else "text/csv", headers)
 
-        def _file(self, p: Path):
-            size = p.stat().st_size
-            headers = {"Last-Modified": email.utils.formatdate(p.stat().st_mtime, usegmt=True),
-                       "Accept-Ranges": "bytes"}
-            rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-            start, end = 0, size - 1
-            if rng:
-                start = int(rng.group(1))
-                end = int(rng.group(2)) if rng.group(2) else size - 1
-                if start >= size:
-                    return self._send(416, b"", headers={"Content-Range": f"bytes */{size}"})
-                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            with open(p, "rb") as f:
-                f.seek(start)
-                body = f.read(end - start + 1)
-            self._send(206 if rng else 200, body, "application/zip" if p.suffix == ".zip" else "text/csv", headers)
+    def do_PUT(self):
+        m = re.fullmatch(r"/upload/([0-9a-f]+)", self.path.split("?")[0])
+        if not m:
+            return self._error(404, f"no such route: PUT {self.path}")
+        data = self._body()
+        if data is None:
+            return
+        if self.state.fault("put"):
+            return self._error(500, "injected fault: upload storage unavailable")
+        code = self.state.put_upload(m.group(1), data)
+        msg = {404: "unknown upload token", 409: "this upload was already submitted"}.get(code)
+        return self._json(code, {"code": code, "message": msg} if msg else {})
 
-        def do_PUT(self):
-            m = re.fullmatch(r"/upload/([0-9a-f]+)", self.path.split("?")[0])
-            if not m:
-                return self._error(404, f"no such route: PUT {self.path}")
-            data = self._body()
-            if data is None:
-                return
-            if state.fault("put"):
-                return self._error(500, "injected fault: upload storage unavailable")
-            code = state.put_upload(m.group(1), data)
-            msg = {404: "unknown upload token", 409: "this upload was already submitted"}.get(code)
-            return self._json(code, {"code": code, "message": msg} if msg else {})
+    def do_POST(self):
+        m = re.fullmatch(r"(?:/api)?/v1/([A-Za-z.]+)/([A-Za-z]+)", self.path.split("?")[0])
+        body = self._body()
+        if body is None:
+            return
+        if not m:
+            return self._error(404, f"no such route: POST {self.path}")
+        try:
+            req = json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise ValueError
+        except (ValueError, RecursionError):
+            return self._error(400, "request body is not a JSON object")
+        service, method = m.groups()
+        if self.state.fault("down"):
+            return self._error(503, "injected fault: service unavailable")
+        if service == "security.OAuthService" and method == "IntrospectToken":
+            user = self.state.token_user(str(req.get("token", "")))
+            return self._json(200, {"active": bool(user), "username": user or ""})
+        team = self._team()
+        if team is None or self.state.fault("auth"):
+            return self._error(401, "Unauthorized: check your Kaggle API credentials")
+        if service != "competitions.CompetitionApiService":
+            return self._error(404, f"no such service: {service}")
+        comp = req.get("competitionName")
+        if method not in ("GetSubmission",) and comp != COMP.slug:
+            return self._error(403, f"Permission 'competitions.participate' was denied: competition {comp!r}")
+        if method in ("StartSubmissionUpload", "CreateSubmission") and self.state.fault("rules"):
+            return self._error(403, "You must accept this competition's rules before you'll be able to submit")
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return self._error(404, f"no such method: {method}")
+        try:
+            return handler(req, team)
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            return self._error(400, f"bad request: {type(e).__name__}")
 
-        def do_POST(self):
-            m = re.fullmatch(r"(?:/api)?/v1/([A-Za-z.]+)/([A-Za-z]+)", self.path.split("?")[0])
-            body = self._body()
-            if body is None:
-                return
-            if not m:
-                return self._error(404, f"no such route: POST {self.path}")
-            try:
-                req = json.loads(body or b"{}")
-                if not isinstance(req, dict):
-                    raise ValueError
-            except (ValueError, RecursionError):
-                return self._error(400, "request body is not a JSON object")
-            service, method = m.groups()
-            if state.fault("down"):
-                return self._error(503, "injected fault: service unavailable")
-            if service == "security.OAuthService" and method == "IntrospectToken":
-                tok = str(req.get("token", ""))
-                user = state.tokens.get(tok) if state.tokens else (f"token-{tok[:6]}" if tok else None)
-                return self._json(200, {"active": bool(user), "username": user or ""})
-            team = self._team()
-            if team is None or state.fault("auth"):
-                return self._error(401, "Unauthorized: check your Kaggle API credentials")
-            if service != "competitions.CompetitionApiService":
-                return self._error(404, f"no such service: {service}")
-            comp = req.get("competitionName")
-            if method not in ("GetSubmission",) and comp != COMP.slug:
-                return self._error(403, f"Permission 'competitions.participate' was denied: competition {comp!r}")
-            if method in ("StartSubmissionUpload", "CreateSubmission") and state.fault("rules"):
-                return self._error(403, "You must accept this competition's rules before you'll be able to submit")
-            handler = getattr(self, f"_api_{method}", None)
-            if handler is None:
-                return self._error(404, f"no such method: {method}")
-            try:
-                return handler(req, team)
-            except (TypeError, ValueError, KeyError, OverflowError) as e:
-                return self._error(400, f"bad request: {type(e).__name__}")
+    def _base(self) -> str:
+        return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
 
-        def _base(self) -> str:
-            return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+    def _api_ListDataFiles(self, req, team):
+        files = [{"name": p.name, "totalBytes": p.stat().st_size, "creationDate": _iso(p.stat().st_mtime)}
+                 for p in self.state.files]
+        self._json(200, {"files": files, "nextPageToken": ""})
 
-        def _api_ListDataFiles(self, req, team):
-            files = [{"name": p.name, "totalBytes": p.stat().st_size, "creationDate": _iso(p.stat().st_mtime)}
-                     for p in state.files]
-            self._json(200, {"files": files, "nextPageToken": ""})
+    def _api_DownloadDataFiles(self, req, team):
+        self.state.bundle()
+        self._send(302, b"", headers={"Location": f"{self._base()}/files/bundle/{COMP.slug}.zip"})
 
-        def _api_DownloadDataFiles(self, req, team):
-            state.bundle()
-            self._send(302, b"", headers={"Location": f"{self._base()}/files/bundle/{COMP.slug}.zip"})
+    def _api_DownloadDataFile(self, req, team):
+        name = str(req.get("fileName", ""))
+        if name not in {p.name for p in self.state.files}:
+            return self._error(404, f"no such file: {name}")
+        self._send(302, b"", headers={"Location": f"{self._base()}/files/data/{name}"})
 
-        def _api_DownloadDataFile(self, req, team):
-            name = str(req.get("fileName", ""))
-            if name not in {p.name for p in state.files}:
-                return self._error(404, f"no such file: {name}")
-            self._send(302, b"", headers={"Location": f"{self._base()}/files/data/{name}"})
+    def _api_StartSubmissionUpload(self, req, team):
+        n = int(req.get("contentLength") or 0)
+        if n > MAX_UPLOAD:
+            return self._error(413, f"submission file too large (limit {MAX_UPLOAD} bytes)")
+        token = self.state.start_upload(str(req.get("fileName", "submission.csv")), n)
+        self._json(200, {"token": token, "createUrl": f"{self._base()}/upload/{token}"})
 
-        def _api_StartSubmissionUpload(self, req, team):
-            n = int(req.get("contentLength") or 0)
-            if n > MAX_UPLOAD:
-                return self._error(413, f"submission file too large (limit {MAX_UPLOAD} bytes)")
-            token = state.start_upload(str(req.get("fileName", "submission.csv")), n)
-            self._json(200, {"token": token, "createUrl": f"{self._base()}/upload/{token}"})
+    def _api_CreateSubmission(self, req, team):
+        code, obj = self.state.create(team, str(req.get("blobFileTokens", "")), str(req.get("submissionDescription", "")))
+        if code == 200 and self.state.fault("create-lost"):
+            self.close_connection = True   # accepted, then the reply is lost
+            self.connection.shutdown(2)
+            return
+        self._json(code, obj)
 
-        def _api_CreateSubmission(self, req, team):
-            code, obj = state.create(team, str(req.get("blobFileTokens", "")), str(req.get("submissionDescription", "")))
-            if code == 200 and state.fault("create-lost"):
-                self.close_connection = True   # accepted, then the reply is lost
-                self.connection.shutdown(2)
-                return
-            self._json(code, obj)
+    def _api_ListSubmissions(self, req, team):
+        subs = self.state.list_submissions(team)
+        size = int(req.get("pageSize") or 20)
+        if not 1 <= size <= 1000:
+            return self._error(400, "pageSize must be between 1 and 1000")
+        page = int(req.get("pageToken") or 0) if str(req.get("pageToken") or "0").isdigit() else 0
+        chunk = subs[page * size:(page + 1) * size]
+        nxt = str(page + 1) if (page + 1) * size < len(subs) else ""
+        self._json(200, {"submissions": chunk, "nextPageToken": nxt})
 
-        def _api_ListSubmissions(self, req, team):
-            subs = state.list_submissions(team)
-            size = int(req.get("pageSize") or 20)
-            if not 1 <= size <= 1000:
-                return self._error(400, "pageSize must be between 1 and 1000")
-            page = int(req.get("pageToken") or 0) if str(req.get("pageToken") or "0").isdigit() else 0
-            chunk = subs[page * size:(page + 1) * size]
-            nxt = str(page + 1) if (page + 1) * size < len(subs) else ""
-            self._json(200, {"submissions": chunk, "nextPageToken": nxt})
+    def _api_GetSubmission(self, req, team):
+        s = self.state.get_submission(team, int(req.get("ref") or 0))
+        if s is None:
+            return self._error(404, "no such submission")
+        self._json(200, s)
 
-        def _api_GetSubmission(self, req, team):
-            s = state.get_submission(team, int(req.get("ref") or 0))
-            if s is None:
-                return self._error(404, "no such submission")
-            self._json(200, s)
-
-        def _api_GetLeaderboard(self, req, team):
-            self._json(200, {"submissions": state.leaderboard(private=bool(req.get("overridePublic"))),
-                             "nextPageToken": ""})
-
-    return Handler
+    def _api_GetLeaderboard(self, req, team):
+        self._json(200, {"submissions": self.state.leaderboard(private=bool(req.get("overridePublic"))),
+                         "nextPageToken": ""})
 
 
 def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | None = None,
@@ -467,8 +475,8 @@ def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | 
         tag = hashlib.sha1(str(comp_dir.resolve()).encode()).hexdigest()[:10]
         state_dir = Path(COMP.data_dir) / ".server" / f"{comp_dir.resolve().name}-{tag}"
     state = CompetitionState(comp_dir, Path(state_dir), **kw)
-    srv = BoundedServer(("127.0.0.1", port), _make_handler(state, client_timeout), max_clients=max_clients)
-    srv.state = state
+    srv = BoundedServer(("127.0.0.1", port), Handler, max_clients=max_clients)
+    srv.state, srv.client_timeout = state, client_timeout
     return srv
 
 

@@ -229,7 +229,7 @@ def write_plots(study) -> list[Path]:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    from . import atomic
+    from .plots import save
 
     out = []
     for name, fn in (("history", ovm.plot_optimization_history), ("importance", ovm.plot_param_importances)):
@@ -238,11 +238,7 @@ def write_plots(study) -> list[Path]:
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # too few finished trials for this plot
         fig = ax.figure if hasattr(ax, "figure") else plt.gcf()
-        path = TUNING / f"{study.study_name}-{name}.png"
-        with atomic.atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
-        plt.close(fig)
-        out.append(path)
+        out.append(save(fig, TUNING / f"{study.study_name}-{name}.png", bbox_inches="tight"))
     return out
 
 

@@ -76,7 +76,7 @@ def test_per_source_scores_and_subsets(practice_dir, tmp_path):
     assert r["rmse_full"] == pytest.approx(2.0) and r["rmse_common"] == pytest.approx(0.5)
     pub, priv = (score_files(p, practice_dir / "solution.csv", subset=s) for s in ("public", "private"))
     assert pub["rows"] + priv["rows"] == r["rows"]
-    assert pub["rows"] ** 0 and 0.3 < pub["rows"] / r["rows"] < 0.7
+    assert priv["rows"] > 0 and 0.3 < pub["rows"] / r["rows"] < 0.7
     err2 = (pub["rmse"] ** 2 * pub["rows"] + priv["rmse"] ** 2 * priv["rows"]) / r["rows"]
     assert np.sqrt(err2) == pytest.approx(r["rmse"])
     ids = d.lookup.ImageId.to_numpy()

@@ -107,15 +107,20 @@ def test_worker_killed_mid_trial_leaves_fail_and_the_study_completes(practice_di
     study = tune.create_study("kill", f"sqlite:///{db}", seed=0)
     cmd = _worker_cmd(practice_dir, db, 3, small_space(tmp_path), study="kill")
     victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    # kill the victim the moment its first trial has started training (it has a run folder, and a trial of
+    # seconds cannot end in the milliseconds between seeing that and the kill)
+    deadline, running = time.time() + 120, None
+    while time.time() < deadline and running is None:
+        running = next((t for t in study.get_trials(deepcopy=False)
+                        if t.state.name == "RUNNING" and "run_dir" in t.user_attrs), None)
+        time.sleep(0.05)
+    assert running is not None, "the worker never started a trial"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     survivor = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert survivor.returncode == 0, survivor.stderr[-2000:]
     s = states(study)
+    assert study.trials[running.number].state.name == "FAIL"       # the killed trial, and only it
     assert s["FAIL"] == 1 and s["COMPLETE"] + s["PRUNED"] == 3 and s["RUNNING"] == 0
 
 
