@@ -105,18 +105,42 @@ def cmd_predict(a):
     _wrote(info["file"], str(Path(info["file"]).with_suffix(".json")), "submissions/ledger.sqlite")
 
 
+def _destination_in_use(data_dir: str | None):
+    """kaggle.com or the server FKD_KAGGLE_ENDPOINT names when online; offline, the local server that
+    `make submit OFFLINE=1` would start for --data-dir (default: the practice competition); None if unknown."""
+    from . import kaggle
+    from .pipeline import PRACTICE_DIR
+
+    if kaggle.endpoint() or (kaggle.credentials_source() and not data_dir):
+        return kaggle.destination()
+    d = Path(data_dir) if data_dir else PRACTICE_DIR
+    return kaggle.offline_destination(d) if (d / "solution.csv").is_file() else None
+
+
 def cmd_scores(a):
     from . import kaggle, ledger
 
-    if not a.local and (kaggle.credentials_source() or kaggle.endpoint()):
+    online = kaggle.credentials_source() or kaggle.endpoint()
+    if not a.local and online:
         try:
             n = kaggle.sync_ledger()
             print(f"merged {n} submission(s) from {kaggle.where()}")
         except FkdError as e:
             print(f"(not merged with {kaggle.where()}: {e})")
     items = ledger.best_first(ledger.rows())
-    print(ledger.format_table(items))
-    plot = ledger.scatter(items)
+    there = _destination_in_use(a.data_dir)
+    if a.all or there is None:
+        print("all destinations" + ("" if there else " (no destination in use: offline, and no --data-dir with a "
+                                                       "solution.csv)") + ":")
+        shown = items
+    else:
+        shown = ledger.for_destination(items, there.name, there.test_hash)
+        print(f"destination: {'LOCAL ' if there.local else ''}{there.name}"
+              + (" (a local rehearsal server: these scores are not Kaggle's)" if there.local else "")
+              + (f"; {len(items) - len(shown)} row(s) of other destinations hidden (--all shows them)"
+                 if len(shown) < len(items) else ""))
+    print(ledger.format_table(shown))
+    plot = ledger.scatter(items, there.name) if there is not None else None
     if plot:
         _wrote(plot)
 
@@ -162,11 +186,14 @@ def cmd_leaderboard(a):
     from . import kaggle, ledger
 
     board = kaggle.leaderboard(private=a.private)
+    there = kaggle.destination()
+    print(f"leaderboard of {'LOCAL ' if there.local else ''}{there.name}")
     print(f"{'rank':>4}  {'team':<40} {'score':>9}")
     for i, r in enumerate(board[: a.top]):
         print(f"{i + 1:>4}  {r['team'][:40]:<40} {r['score']:9.5f}")
     col = "private_score" if a.private else "public_score"
-    ours = [r[col] for r in ledger.rows() if r.get(col) is not None]
+    # only scores that came from this same board: a rehearsal server's scores never rank on Kaggle's
+    ours = [r[col] for r in ledger.rows() if r.get(col) is not None and r.get("destination") == there.name]
     if ours:
         best = min(ours)
         rank = 1 + sum(r["score"] < best for r in board)
@@ -292,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scores", help="the ledger merged with the competition's submissions: CV vs public vs "
                                       "private, best first; a CV-vs-leaderboard scatter PNG")
-    s.add_argument("--local", action="store_true", help="do not ask Kaggle, print the ledger as it is")
+    s.add_argument("--local", action="store_true", help="do not ask the server, print the ledger as it is")
+    s.add_argument("--all", action="store_true", help="every destination's rows (default: the one in use)")
+    s.add_argument("--data-dir", help="offline: the competition folder whose local server's rows to show "
+                                      "(default: the practice competition)")
     s.set_defaults(fn=cmd_scores)
 
     s = sub.add_parser("serve", help="local Kaggle-API-compatible server for one competition folder")

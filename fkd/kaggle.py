@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import atomic, ledger
@@ -38,6 +39,58 @@ def endpoint() -> str | None:
 
 def where() -> str:
     return endpoint() or "kaggle.com"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where uploads go and scores come from. name: 'kaggle.com', 'fkd serve <folder>@<hash>' (a local rehearsal
+    server, named by what it serves, whatever its port), or another endpoint's URL; test_hash: the test set it
+    scores against, where known (a local server says; for kaggle.com, the data downloaded from it)."""
+
+    name: str
+    endpoint: str | None
+    test_hash: str | None
+
+    @property
+    def local(self) -> bool:
+        return self.name != ledger.KAGGLE
+
+
+def _downloaded_test_hash(name: str) -> str | None:
+    """The test set of the competition data downloaded from destination `name` (its download marker)."""
+    root = Path(COMP.data_dir)
+    for marker in [root / ".fkd-download.json", *sorted(root.glob("*/.fkd-download.json"))]:
+        try:
+            m = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("destination") == name and m.get("test_hash"):
+            return m["test_hash"]
+    return None
+
+
+def destination() -> Destination:
+    """The destination in use: the server FKD_KAGGLE_ENDPOINT names (asked who it is), else kaggle.com."""
+    ep = endpoint()
+    if ep is None:
+        return Destination(ledger.KAGGLE, None, _downloaded_test_hash(ledger.KAGGLE))
+    import requests
+
+    try:
+        info = requests.get(f"{ep}/health", timeout=request_timeout()).json()
+    except (requests.RequestException, ValueError):
+        info = {}
+    if isinstance(info, dict) and info.get("server") == "fkd serve" and info.get("destination"):
+        return Destination(str(info["destination"]), ep, info.get("test_hash"))
+    return Destination(ep, ep, _downloaded_test_hash(ep))
+
+
+def offline_destination(comp_dir: str | Path) -> Destination:
+    """The destination `make submit OFFLINE=1` uses for a competition folder, without starting its server."""
+    from .data import load_data, test_hash
+    from .server import served_identity
+
+    return Destination(served_identity(comp_dir), None, test_hash(load_data(comp_dir)))
 
 
 def _config_dir() -> Path:
@@ -229,8 +282,12 @@ def download(dest: str | Path | None = None, force: bool = False) -> list[Path]:
     if missing:
         raise FkdError(f"{bundle}: missing {', '.join(missing)} after extraction; retry `fkd download --force`")
     bundle.unlink()
+    from .data import load_data, test_hash
+
+    there = destination()
     atomic.write_json(dest / ".fkd-download.json", {"sizes": {n: (dest / n).stat().st_size for n in REQUIRED},
-                                                    "from": where(), "time": time.time()})
+                                                    "from": where(), "destination": there.name,
+                                                    "test_hash": test_hash(load_data(dest)), "time": time.time()})
     return files
 
 
@@ -257,6 +314,32 @@ def _poll(api, ref, timeout: float, file: Path):
         delay = min(delay * 1.6, 15.0)
 
 
+def _made_from(file: Path, row: dict) -> str | None:
+    """The test set a submission was predicted from: its ledger row, else its sidecar JSON."""
+    if row.get("test_hash"):
+        return row["test_hash"]
+    side = file.with_suffix(".json")
+    try:
+        return json.loads(side.read_text()).get("test_hash") if side.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_destination(file: Path, row: dict) -> Destination:
+    """The destination in use, once it is clear the file belongs there: not already sent elsewhere and not
+    predicted from another test set. Raises FkdError (one line) otherwise; nothing is sent."""
+    there = destination()
+    sent_to = row.get("destination")
+    if sent_to and sent_to != there.name and row.get("status") in ("pending", "submitted"):
+        raise FkdError(f"{file.name} was sent to {sent_to}, not {there.name}: settle it there "
+                       f"({'unset ' + ENDPOINT_ENV if sent_to == ledger.KAGGLE else 'aim ' + ENDPOINT_ENV + ' at it'})")
+    made = _made_from(file, row)
+    if made and there.test_hash and made != there.test_hash:
+        raise FkdError(f"{file}: predicted from other data (test set {made}) than {there.name} scores "
+                       f"(test set {there.test_hash}); not sent. Predict from the data downloaded from {there.name}")
+    return there
+
+
 def upload(file: str | Path, timeout: float = 600.0) -> dict:
     """Submit `file` exactly once, wait for its score, record everything in the ledger."""
     file = Path(file)
@@ -266,12 +349,15 @@ def upload(file: str | Path, timeout: float = 600.0) -> dict:
     read_submission(file)                                  # refuse a malformed CSV before spending a slot
     row = ledger.get(file) or {}
     if row.get("status") in ("COMPLETE",):
-        print(f"{file.name} was already submitted (ref {row['ref']}); not submitting it twice")
+        print(f"{file.name} was already submitted to {row.get('destination') or ledger.UNKNOWN} (ref {row['ref']}); "
+              "not submitting it twice")
         return row
+    there = check_destination(file, row)
     uid = row.get("uid") or uuid.uuid4().hex[:12]
     cv = row.get("cv_rmse")
     desc = f"fkd run={row.get('run') or file.stem} cv={'%.4f' % cv if cv is not None else 'na'} uid={uid}"
-    ledger.record(file, uid=uid, description=desc, competition=COMP.slug,
+    ledger.record(file, uid=uid, description=desc, competition=COMP.slug, destination=there.name,
+                  endpoint=there.endpoint or "https://www.kaggle.com",
                   status=row.get("status") if row.get("status") == "submitted" else "pending", error=None)
     api = get_api()
     try:
@@ -313,8 +399,16 @@ def upload(file: str | Path, timeout: float = 600.0) -> dict:
 
 
 def upload_pending(timeout: float = 600.0) -> list[dict]:
+    """Settle the ledger's unfinished uploads that belong to the destination in use; say why others wait."""
+    there = destination()
     out = []
     for r in ledger.rows(where="WHERE status IN ('pending', 'submitted')"):
+        name = Path(r["file"]).name
+        if r.get("destination") != there.name:
+            print(f"skipped {name}: " + (f"sent to {r['destination']}, not {there.name}" if r.get("destination") else
+                                         "its destination is unknown (recorded before fkd kept destinations); "
+                                         f"`fkd upload {r['file']}` sends it to {there.name} after checking its data"))
+            continue
         out.append(upload(r["file"], timeout=timeout))
     return out
 

@@ -1,7 +1,10 @@
 """The submissions ledger: one SQLite row per submission file (a kill cannot corrupt it: SQLite journals).
 
-Columns: file, time, run, CV RMSE, local score (where a solution.csv exists), and the Kaggle side: upload
-uid (in the description), status (pending / submitted / COMPLETE / ERROR), ref, public and private score.
+Columns: file, time, run, CV RMSE, local score (where a solution.csv exists), the data it was predicted from
+(data_hash, test_hash), where it was sent (destination: 'kaggle.com', 'fkd serve <folder>@<hash>' for a local
+rehearsal server, or another endpoint's URL; endpoint: the URL), and the server's side: upload uid (in the
+description), status (pending / submitted / COMPLETE / ERROR), ref, public and private score. A ledger made
+before destinations were recorded gains the columns in place; its rows stay 'unknown', never taken for Kaggle.
 
     $ fkd scores            # the ledger as a table, best first
 """
@@ -33,12 +36,18 @@ CREATE TABLE IF NOT EXISTS submissions (
     public_score REAL,
     private_score REAL,
     error TEXT,
-    updated TEXT
+    updated TEXT,
+    destination TEXT,
+    endpoint TEXT,
+    data_hash TEXT,
+    test_hash TEXT
 )"""
 
 COLUMNS = ["id", "file", "created", "run", "cv_rmse", "tta", "local_rmse", "local_public", "local_private",
            "competition", "uid", "description", "status", "ref", "public_score", "private_score", "error",
-           "updated"]
+           "updated", "destination", "endpoint", "data_hash", "test_hash"]
+KAGGLE = "kaggle.com"
+UNKNOWN = "unknown"   # how rows from before destinations were recorded show: never assumed to be Kaggle's
 
 
 def _now() -> str:
@@ -51,6 +60,10 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=30)
     con.row_factory = sqlite3.Row
     con.execute(SCHEMA)
+    have = {r[1] for r in con.execute("PRAGMA table_info(submissions)")}
+    for col in (c for c in COLUMNS if c not in have):   # an older ledger: add the new columns in place
+        with con:
+            con.execute(f"ALTER TABLE submissions ADD COLUMN {col} TEXT")
     return con
 
 
@@ -78,6 +91,17 @@ def rows(path: Path | None = None, where: str = "", args: tuple = ()) -> list[di
         return [dict(r) for r in con.execute(f"SELECT * FROM submissions {where} ORDER BY id", args)]
 
 
+def is_local(destination: str | None) -> bool:
+    return bool(destination) and destination != KAGGLE
+
+
+def for_destination(items: list[dict], destination: str, test_hash: str | None) -> list[dict]:
+    """The rows that belong to one destination: sent there, or made from its data and not sent anywhere yet."""
+    return [r for r in items if r.get("destination") == destination
+            or (not r.get("destination") and r.get("status") in (None, "local") and test_hash
+                and r.get("test_hash") == test_hash)]
+
+
 def best_first(items: list[dict]) -> list[dict]:
     def key(r):
         for k in ("private_score", "public_score", "local_rmse", "cv_rmse"):
@@ -87,8 +111,10 @@ def best_first(items: list[dict]) -> list[dict]:
     return sorted(items, key=key)
 
 
-def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderboard.png") -> Path | None:
-    """CV RMSE against public and private score: does CV predict the board?"""
+def scatter(items: list[dict], destination: str,
+            out: Path = Path("submissions") / "cv-vs-leaderboard.png") -> Path | None:
+    """CV RMSE against public and private score of one destination's rows: does CV predict its board?"""
+    items = [r for r in items if r.get("destination") == destination]
     pts = [r for r in items if r.get("cv_rmse") is not None and r.get("public_score") is not None]
     if not pts:
         return None
@@ -107,7 +133,8 @@ def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderbo
     lo, hi = min(cv + [r["public_score"] for r in pts]), max(cv + [r["public_score"] for r in pts])
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
     ax.set_xlabel("CV RMSE (out of fold)"), ax.set_ylabel("leaderboard RMSE"), ax.legend(), ax.grid(alpha=0.3)
-    ax.set_title("does CV predict the leaderboard?")
+    ax.set_title(f"does CV predict the leaderboard? ({'LOCAL ' if is_local(destination) else ''}{destination})",
+                 fontsize=9)
     fig.tight_layout()
     return save(fig, out)
 
@@ -115,11 +142,21 @@ def scatter(items: list[dict], out: Path = Path("submissions") / "cv-vs-leaderbo
 def format_table(items: list[dict]) -> str:
     if not items:
         return "no submissions yet: run `fkd predict RUN_DIR` or `make submit`"
-    head = f"{'file':<44} {'run':<28} {'CV':>7} {'local':>7} {'public':>7} {'private':>7}  status"
+    head = (f"{'file':<44} {'run':<28} {'CV':>7} {'local':>7} {'public':>7} {'private':>7}  {'sent to':<36} "
+            "status")
     lines = [head, "-" * len(head)]
     f = lambda v: f"{v:7.4f}" if v is not None else f"{'-':>7}"  # noqa: E731
     for r in items:
         lines.append(f"{Path(r['file']).name[:44]:<44} {(r['run'] or '')[:28]:<28} {f(r['cv_rmse'])} "
-                     f"{f(r['local_rmse'])} {f(r['public_score'])} {f(r['private_score'])}  {r['status'] or 'local'}"
+                     f"{f(r['local_rmse'])} {f(r['public_score'])} {f(r['private_score'])}  "
+                     f"{where_label(r)[:36]:<36} {r['status'] or 'local'}"
                      + (f" ({r['error']})" if r.get("error") else ""))
     return "\n".join(lines)
+
+
+def where_label(r: dict) -> str:
+    """'kaggle.com', 'LOCAL fkd serve practice@…' (a rehearsal server's scores), '-' (not sent), or 'unknown'."""
+    d = r.get("destination")
+    if d:
+        return f"LOCAL {d}" if is_local(d) else d
+    return "-" if r.get("status") in (None, "local") else UNKNOWN

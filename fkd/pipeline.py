@@ -24,12 +24,16 @@ def _banner(text: str) -> None:
     print(f"{line}\n{text}\n{line}", flush=True)
 
 
-def unfinished_submission(cfg) -> str | None:
-    """The newest CSV of this run (same TTA) that the ledger holds as made or sent but not yet scored."""
+def unfinished_submission(cfg, there) -> str | None:
+    """The newest CSV of this run (same TTA) that the ledger holds as made or sent but not yet scored, for this
+    destination: sent there, or made from the data it scores and not sent anywhere."""
     from . import ledger
 
     rows = ledger.rows(where="WHERE run = ? AND tta = ? AND competition = ? AND status IN ('local', 'pending', "
                              "'submitted')", args=(cfg.run_name(), int(cfg.tta), COMP.slug))
+    rows = [r for r in rows if r.get("destination") == there.name
+            or (not r.get("destination") and r.get("status") == "local" and there.test_hash
+                and r.get("test_hash") == there.test_hash)]
     return next((r["file"] for r in reversed(rows) if Path(r["file"]).is_file()), None)
 
 
@@ -65,7 +69,8 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
         os.environ["KAGGLE_USERNAME"], os.environ["KAGGLE_KEY"] = "fkd-offline", "local-server"
         _banner(f"OFFLINE ({reason}): no request goes to kaggle.com.\n"
                 f"A local fkd server at {url} serves {comp_dir} through the same Kaggle API and scores uploads "
-                "against its solution.csv.\nNothing here reached kaggle.com; the scores below are local.")
+                f"against its solution.csv.\nNothing here reached kaggle.com; the scores below are local and the "
+                f"ledger records them as sent to '{srv.state.identity}' (`fkd scores` keeps them apart from Kaggle's).")
         dest = Path(COMP.data_dir) / f"offline-{comp_dir.resolve().name}"
         preset = preset or ("quick" if data_dir is None else None)
     else:
@@ -79,7 +84,8 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
               f"{cfg.epochs} epochs); a finished run with this config and data is reused", flush=True)
         cv = run_cv(cfg)
         print(format_cv(cv))
-        earlier = unfinished_submission(cfg)
+        there = kaggle.destination()
+        earlier = unfinished_submission(cfg, there)
         if earlier is not None:  # an interrupted `make submit`: finish that upload instead of making another
             print(f"[3/4] predict: {earlier} of this run was made before and not yet scored; submitting it "
                   "(exactly once)", flush=True)
@@ -99,7 +105,7 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    _banner(f"{'OFFLINE (local server, nothing sent to kaggle.com)' if offline else 'Kaggle'} result for "
+    _banner(f"{'OFFLINE rehearsal (LOCAL ' + str(row.get('destination')) + ', nothing sent to kaggle.com)' if offline else 'Kaggle (' + str(row.get('destination')) + ')'} result for "
             f"{Path(info['file']).name}\n"
             f"  CV RMSE       {cv['cv_rmse']:.4f}  (mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})\n"
             f"  public score  {row['public_score']:.4f}\n  private score {row['private_score']:.4f}\n"

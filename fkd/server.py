@@ -55,6 +55,22 @@ CREATE TABLE IF NOT EXISTS faults (kind TEXT PRIMARY KEY, remaining INTEGER);
 """
 
 
+def served_identity(comp_dir: str | Path) -> str:
+    """The stable name of what a local server serves: 'fkd serve <folder>@<content hash>', the hash over its data
+    files and solution.csv. The same folder gives the same name on any port, after any restart, on any machine;
+    the ledger records it as the destination of every upload to that server."""
+    comp_dir = Path(comp_dir)
+    h = hashlib.sha1()
+    for name in (*DATA_FILES, "solution.csv"):
+        p = comp_dir / name
+        if p.is_file():
+            h.update(name.encode())
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return f"fkd serve {comp_dir.resolve().name}@{h.hexdigest()[:10]}"
+
+
 def _iso(t: float | None = None) -> str:
     return dt.datetime.fromtimestamp(t or time.time(), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -81,6 +97,8 @@ class CompetitionState:
         self.solution = read_submission(self.dir / "solution.csv")
         self.lookup = read_lookup_sources(self.dir / COMP.files["lookup"])
         self.files = [self.dir / n for n in DATA_FILES if (self.dir / n).is_file()]
+        self.identity = served_identity(self.dir)
+        self._test_hash: str | None = None
         self._seed_leaderboard()
         for (ref,) in self.db.execute("SELECT ref FROM submissions WHERE status = 'PENDING'").fetchall():
             self._score(ref)  # scored after a restart
@@ -98,6 +116,19 @@ class CompetitionState:
                     zf.write(p, p.name)
             os.replace(tmp, path)
         return path
+
+    def test_hash(self) -> str:
+        """Content hash of the test set it scores (fkd.data.test_hash): a submission predicted from other data
+        is recognised by the client before it is sent."""
+        with self.lock:
+            if self._test_hash is None:
+                from .data import load_data, test_hash
+                self._test_hash = test_hash(load_data(self.dir))
+            return self._test_hash
+
+    def describe(self) -> dict:
+        return {"competition": COMP.slug, "status": "ok", "server": "fkd serve", "destination": self.identity,
+                "test_hash": self.test_hash()}
 
     # ---------------------------------------------------------------------------------- scoring
     def _seed_leaderboard(self) -> None:
@@ -335,7 +366,7 @@ class Handler(BaseHTTPRequestHandler):
         if m and m.group(1) in {p.name for p in self.state.files}:
             return self._file(self.state.dir / m.group(1))
         if path in ("/", "/health"):
-            return self._json(200, {"competition": COMP.slug, "status": "ok"})
+            return self._json(200, self.state.describe())
         self._error(404, f"no such route: GET {path}")
 
     do_HEAD = do_GET

@@ -30,9 +30,9 @@ def test_two_folds_beat_the_mean_keypoint_by_20_percent(trained_run):
         assert (run / f"fold{k}" / "best.pt").is_file() and (run / f"fold{k}" / "loss.png").is_file()
         assert mean_k == r
     # each fold against its own mean-keypoint baseline (means of its training folds, per source)
-    from fkd.train import load_training_data, mean_baseline
-    from fkd.data import make_folds
-    data = load_training_data(cfg)
+    from fkd.data import load_training_data, make_folds
+    from fkd.train import mean_baseline
+    data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.seed)
     folds = make_folds(data.source, 2, cfg.seed)
     for k, rmse in enumerate(cv["per_fold"]):
         assert rmse <= 0.8 * mean_baseline(data, folds, [k]), (k, rmse)
