@@ -125,6 +125,9 @@ def cmd_scores(a):
         try:
             n = kaggle.sync_ledger()
             print(f"merged {n} submission(s) from {kaggle.where()}")
+            left = kaggle.submission_limits()
+            print(f"submissions left today on {kaggle.where()}: {left['num_allowed_now']} "
+                  f"({left['num_today']} used today, {left['num_total']} in all)")
         except FkdError as e:
             print(f"(not merged with {kaggle.where()}: {e})")
     items = ledger.best_first(ledger.rows())
@@ -187,6 +190,10 @@ def cmd_leaderboard(a):
 
     board = kaggle.leaderboard(private=a.private)
     there = kaggle.destination()
+    if a.download:
+        csv = kaggle.download_leaderboard(a.download)
+        print(f"the full public board: {len(board)} teams")
+        _wrote(csv)
     print(f"leaderboard of {'LOCAL ' if there.local else ''}{there.name}")
     print(f"{'rank':>4}  {'team':<40} {'score':>9}")
     for i, r in enumerate(board[: a.top]):
@@ -331,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state", help="state folder (default: competition/data/.server/<name>-<hash>)")
     s.add_argument("--score-delay", type=float, default=0.5, help="seconds a submission stays PENDING")
     s.add_argument("--fail", action="append", default=[], metavar="KIND[:N]",
-                   help="inject faults: auth, rules, put, create-lost, down (N requests, default all)")
+                   help="inject faults: auth, rules, put, create-lost, down, ratelimit, reset "
+                        "(N requests, default all)")
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("download", help="competition files into competition/data/ (verified, extracted)")
@@ -348,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("leaderboard", help="the competition's top N and where our best would rank")
     s.add_argument("--top", type=int, default=20)
     s.add_argument("--private", action="store_true", help="the private board (the competition is closed)")
+    s.add_argument("--download", metavar="DIR", help="also keep the whole public board as CSV in DIR "
+                                                     "(Kaggle's leaderboard download)")
     s.set_defaults(fn=cmd_leaderboard)
 
     s = sub.add_parser("blend", help="weighted average of runs, NNLS weights fitted out of fold -> a submission")

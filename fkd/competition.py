@@ -30,6 +30,11 @@ class Competition:
     public_fraction: float
     split_seed: int
     data_dir: str
+    title: str = ""
+    category: str = ""
+    reward: str = ""
+    deadline: str = ""
+    pages: tuple[tuple[str, str], ...] = ()   # (name, markdown text) of the overview, evaluation, rules pages
 
     @cached_property
     def columns(self) -> list[str]:
@@ -73,6 +78,8 @@ def load_competition(path: Path = COMPETITION_FILE) -> Competition:
         common=tuple(d["common"]), files=dict(d["files"]),
         public_fraction=float(d["leaderboard"]["public_fraction"]),
         split_seed=int(d["leaderboard"]["split_seed"]), data_dir=d["data_dir"],
+        title=d.get("title", d["slug"]), category=d.get("category", ""), reward=d.get("reward", ""),
+        deadline=str(d.get("deadline", "")), pages=tuple((k, str(v)) for k, v in (d.get("pages") or {}).items()),
     )
 
 

@@ -33,8 +33,12 @@ RULES_URL = f"{COMP.url}/rules"
 
 
 def endpoint() -> str | None:
-    """The API endpoint fkd talks to: FKD_KAGGLE_ENDPOINT, or None for kaggle.com itself."""
-    return (os.environ.get(ENDPOINT_ENV) or "").rstrip("/") or None
+    """The API endpoint fkd talks to: FKD_KAGGLE_ENDPOINT; else, when KAGGLE_API_ENVIRONMENT=LOCALHOST is set
+    for the plain `kaggle` CLI, the same server it talks to (http://localhost, port 80); else None: kaggle.com."""
+    ep = (os.environ.get(ENDPOINT_ENV) or "").rstrip("/")
+    if not ep and os.environ.get("KAGGLE_API_ENVIRONMENT", "").upper() == "LOCALHOST":
+        ep = "http://localhost"
+    return ep or None
 
 
 def where() -> str:
@@ -100,12 +104,14 @@ def _config_dir() -> Path:
 
 def credentials_source() -> str | None:
     """Where the client will find credentials (a description, never the values), or None."""
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
+    tok = os.environ.get("KAGGLE_API_TOKEN")
+    if tok:
+        return "KAGGLE_API_TOKEN (a file)" if Path(tok).exists() else "KAGGLE_API_TOKEN"
+    for name in ("access_token", "access_token.txt"):   # the client reads these from ~/.kaggle only (kagglesdk
+        p = Path.home() / ".kaggle" / name             # kaggle_env.py), whatever KAGGLE_CONFIG_DIR says
+        if p.is_file() and p.read_text().strip():
+            return str(p)
     d = _config_dir()
-    for name in ("access_token", "access_token.txt"):
-        if (d / name).is_file():
-            return str(d / name)
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
         return "KAGGLE_USERNAME/KAGGLE_KEY"
     if (d / "kaggle.json").is_file():
@@ -157,10 +163,17 @@ def _install_timeouts() -> None:
     HTTPAdapter.send = send
 
 
+_reported: set = set()
+
+
 def get_api():
     """An authenticated official KaggleApi aimed at endpoint(). Raises FkdError without credentials."""
-    if credentials_source() is None:
+    source = credentials_source()
+    if source is None:
         raise FkdError(NO_CREDENTIALS)
+    if (source, where()) not in _reported:   # which credentials, never their value; once per process
+        _reported.add((source, where()))
+        print(f"kaggle: credentials from {source}, talking to {where()}", file=sys.stderr, flush=True)
     warn_permissions()
     _install_timeouts()
     with contextlib.redirect_stdout(io.StringIO()):  # `import kaggle` authenticates and prints help
@@ -192,7 +205,77 @@ def get_api():
     return api
 
 
-def explain(e: BaseException, file: str | Path | None = None) -> FkdError:
+MAX_TRIES = 4          # attempts of an idempotent call (list, download, poll) through rate limits and 5xx
+MAX_WAIT = 60.0        # seconds: the longest Retry-After fkd honours before it gives up with one line
+
+
+def _daily_limit(e) -> bool:
+    """A refusal for the day: never retried. Kaggle's daily-limit refusal is a 4xx whose message says 'daily'
+    (assumed: its status code is not documented); a 429 with Retry-After is a rate limit instead."""
+    return "daily" in str(e).lower() or "allowance" in str(e).lower()
+
+
+def call(fn, *args, idempotent: bool = True, **kw):
+    """Run one client call. Idempotent ones (list, download, poll) are retried with a bounded backoff on a
+    429 that carries Retry-After (honoured up to MAX_WAIT s) and on 502/503/504; a daily-limit refusal and
+    every non-idempotent call (creating a submission) are never retried. A connection dropped in the middle of
+    a download is the client's to resume (it retries with a Range request); one refused outright is an error."""
+    import requests
+
+    for attempt in range(1, MAX_TRIES + 1):
+        try:
+            return fn(*args, **kw)
+        except requests.HTTPError as e:
+            r = e.response
+            code = r.status_code if r is not None else None
+            after = r.headers.get("Retry-After") if r is not None else None
+            if not idempotent or attempt == MAX_TRIES or _daily_limit(e):
+                raise
+            if code == 429 and after and after.strip().isdigit() and float(after) <= MAX_WAIT:
+                wait = float(after)
+            elif code in (502, 503, 504):
+                wait = 2.0 ** (attempt - 1)
+            else:
+                raise
+        print(f"{where()} answered {code}; retrying in {wait:.0f}s ({attempt}/{MAX_TRIES - 1})", file=sys.stderr,
+              flush=True)
+        time.sleep(wait)
+
+
+def known_slugs(api) -> list[str]:
+    """Competition slugs the server lists (ListCompetitions names no competition, so it works for any slug)."""
+    with api.build_kaggle_client() as k:
+        from kagglesdk.competitions.types.competition_api_service import ApiListCompetitionsRequest
+        from kagglesdk.competitions.types.competition_enums import CompetitionListTab
+
+        req = ApiListCompetitionsRequest()
+        req.group = CompetitionListTab.COMPETITION_LIST_TAB_EVERYTHING
+        req.search = COMP.slug.split("-")[0]
+        req.page_size = 100
+        found = k.competitions.competition_api_client.list_competitions(req).competitions or []
+        if not any(c.ref.rstrip("/").rsplit("/", 1)[-1] == COMP.slug for c in found):
+            req.search = ""                                     # a misspelt slug: its neighbours, for a suggestion
+            found = k.competitions.competition_api_client.list_competitions(req).competitions or []
+    return [c.ref.rstrip("/").rsplit("/", 1)[-1] for c in found]
+
+
+def explain_403(api, keep: str = "") -> FkdError:
+    """Kaggle answers a misspelt slug and unaccepted rules with the same 403: tell them apart by listing."""
+    import difflib
+
+    try:
+        slugs = known_slugs(api)
+    except Exception:  # noqa: BLE001 - the listing is only a hint; the plain 403 message still applies
+        slugs = []
+    if slugs and COMP.slug not in slugs:
+        near = difflib.get_close_matches(COMP.slug, slugs, n=1)
+        return FkdError(f"{where()} knows no competition {COMP.slug!r}" + (f" (did you mean {near[0]!r}?)" if near
+                        else "") + f"; fix the slug in competition/facial-keypoints-detection.yaml{keep}")
+    return FkdError(f"{where()} answered 403 for competition {COMP.slug!r}: accept its rules on the website "
+                    f"({RULES_URL}; only the website can){keep}")
+
+
+def explain(e: BaseException, file: str | Path | None = None, api=None) -> FkdError:
     """Turn a client/network exception into one line with the fix (never echoing credentials)."""
     import requests
 
@@ -206,11 +289,17 @@ def explain(e: BaseException, file: str | Path | None = None) -> FkdError:
             return FkdError(f"{where()} answered 401 Unauthorized: the credentials from {credentials_source()} are "
                             f"wrong or expired; create a new API token at https://www.kaggle.com/settings{keep}")
         if code == 403:
+            if api is not None:
+                return explain_403(api, keep)
             return FkdError(f"{where()} answered 403 for competition {COMP.slug!r}: accept its rules on the website "
                             f"({RULES_URL}; only the website can), or check the competition slug{keep}")
-        if code == 429 or "daily" in msg.lower():
+        if _daily_limit(e):
             return FkdError(f"daily submission limit reached ({COMP.daily_submissions} a day, resets at 00:00 UTC)"
                             f"{keep}")
+        if code == 429:
+            after = e.response.headers.get("Retry-After") if e.response is not None else None
+            return FkdError(f"{where()} is rate limiting fkd (429{', Retry-After ' + after + 's' if after else ''}) "
+                            f"and still was after {MAX_TRIES} tries; wait a minute and rerun{keep}")
         return FkdError(f"{where()} answered {code}: {msg}{keep}")
     if isinstance(e, requests.Timeout) or "timed out" in str(e):
         return FkdError(f"{where()} did not answer within {request_timeout()[1]:.0f}s (set {TIMEOUT_ENV} to wait "
@@ -256,13 +345,25 @@ def download(dest: str | Path | None = None, force: bool = False) -> list[Path]:
         print(f"{dest}: competition files already present and intact; skipping the download")
         return [dest / n for n in REQUIRED]
     api = get_api()
-    dest.mkdir(parents=True, exist_ok=True)
+    # the bundle is fetched into dest/.partial/: a broken-off download never lies under a name fkd reads, and
+    # the next `fkd download` resumes it (the client checks its .kaggle-partial marker and asks for the rest
+    # with a Range request; within one call it retries a dropped connection the same way)
+    partial = dest / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    if force:
+        for p in partial.iterdir():
+            p.unlink()
     try:
-        listed = {f.name: f.total_bytes for f in api.competition_list_files(COMP.slug).files}
-        api.competition_download_files(COMP.slug, path=str(dest), force=True, quiet=False)
+        listed = {f.name: f.total_bytes for f in call(api.competition_list_files, COMP.slug).files}
+        call(api.competition_download_files, COMP.slug, path=str(partial), force=False, quiet=False)
     except Exception as e:  # noqa: BLE001
-        raise explain(e) from None
-    bundle = dest / f"{COMP.slug}.zip"
+        import requests
+
+        if isinstance(e, (requests.exceptions.ChunkedEncodingError, requests.ConnectionError)) and any(partial.iterdir()):
+            raise FkdError(f"the download from {where()} kept breaking off ({type(e).__name__}); the part received "
+                           f"is kept in {partial} and `fkd download` resumes it") from None
+        raise explain(e, api=api) from None
+    bundle = partial / f"{COMP.slug}.zip"
     if not bundle.is_file():
         raise FkdError(f"{bundle}: the download produced no file; retry `fkd download`")
     try:
@@ -282,6 +383,9 @@ def download(dest: str | Path | None = None, force: bool = False) -> list[Path]:
     if missing:
         raise FkdError(f"{bundle}: missing {', '.join(missing)} after extraction; retry `fkd download --force`")
     bundle.unlink()
+    for p in partial.iterdir():   # the client's resume marker
+        p.unlink()
+    partial.rmdir()
     from .data import load_data, test_hash
 
     there = destination()
@@ -292,8 +396,31 @@ def download(dest: str | Path | None = None, force: bool = False) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- upload
+def _allowance(api) -> dict | None:
+    """GetSubmissionLimits before an upload; None where the server does not answer it (the upload then
+    finds out itself, as the plain client does)."""
+    import requests
+    from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionLimitsRequest
+
+    try:
+        with api.build_kaggle_client() as k:
+            req = ApiGetSubmissionLimitsRequest()
+            req.competition_name = COMP.slug
+            lim = call(k.competitions.competition_api_client.get_submission_limits, req)
+    except requests.HTTPError as e:
+        if e.response is not None and e.response.status_code in (401, 403):
+            raise
+        return None
+    return {"num_today": lim.num_today, "num_total": lim.num_total, "num_allowed_now": lim.num_allowed_now}
+
+
+def _submissions(api) -> list:
+    """The newest 100 submissions (the client returns one page; five a day makes that three weeks)."""
+    return [s for s in (call(api.competition_submissions, COMP.slug, page_size=100) or []) if s is not None]
+
+
 def _find_uid(api, uid: str):
-    for s in api.competition_submissions(COMP.slug) or []:
+    for s in _submissions(api):
         if s is not None and uid in (s.description or ""):
             return s
     return None
@@ -302,8 +429,7 @@ def _find_uid(api, uid: str):
 def _poll(api, ref, timeout: float, file: Path):
     delay, t0 = 1.0, time.time()
     while True:
-        subs = api.competition_submissions(COMP.slug) or []
-        s = next((x for x in subs if x is not None and str(x.ref) == str(ref)), None)
+        s = next((x for x in _submissions(api) if str(x.ref) == str(ref)), None)
         status = s.status.name if s is not None else "PENDING"
         if status in ("COMPLETE", "ERROR"):
             return s
@@ -366,6 +492,14 @@ def upload(file: str | Path, timeout: float = 600.0) -> dict:
             ref = found.ref
             print(f"{file.name}: found on {where()} already (ref {ref}); not submitting twice")
         else:
+            left = _allowance(api)
+            if left is not None and left["num_allowed_now"] <= 0:
+                raise FkdError(f"daily submission limit reached on {where()} ({left['num_today']} of "
+                               f"{COMP.daily_submissions} a day used, resets at 00:00 UTC); nothing sent, the CSV is "
+                               f"kept at {file} (retry with `fkd upload --pending`)")
+            if left is not None:
+                print(f"{where()}: {left['num_allowed_now']} submission(s) left today; this upload uses one",
+                      flush=True)
             res = None
             try:
                 res = api.competition_submit(str(file), desc, COMP.slug, quiet=True)
@@ -384,7 +518,7 @@ def upload(file: str | Path, timeout: float = 600.0) -> dict:
         ledger.record(file, error=str(e)[:300])
         raise
     except Exception as e:  # noqa: BLE001
-        err = explain(e, file)
+        err = explain(e, file, api=api)
         ledger.record(file, error=str(err)[:300])
         raise err from None
     status = s.status.name
@@ -419,9 +553,9 @@ def sync_ledger() -> int:
 
     api = get_api()
     try:
-        subs = [s for s in (api.competition_submissions(COMP.slug) or []) if s is not None]
+        subs = _submissions(api)
     except Exception as e:  # noqa: BLE001
-        raise explain(e) from None
+        raise explain(e, api=api) from None
     by_uid = {r["uid"]: r for r in ledger.rows() if r.get("uid")}
     n = 0
     for s in subs:
@@ -437,16 +571,60 @@ def sync_ledger() -> int:
     return n
 
 
-def leaderboard(private: bool = False) -> list[dict]:
+def leaderboard(private: bool = False, max_rows: int = 10_000) -> list[dict]:
+    """The whole board (every page, up to max_rows), best first: team, team id, score, date."""
+    from kagglesdk.competitions.types.competition_api_service import ApiGetLeaderboardRequest
+
     api = get_api()
+    out, token = [], ""
     try:
         with api.build_kaggle_client() as k:
-            from kagglesdk.competitions.types.competition_api_service import ApiGetLeaderboardRequest
-            req = ApiGetLeaderboardRequest()
-            req.competition_name = COMP.slug
-            req.override_public = private
-            req.page_size = 200
-            res = k.competitions.competition_api_client.get_leaderboard(req)
+            while len(out) < max_rows:
+                req = ApiGetLeaderboardRequest()
+                req.competition_name = COMP.slug
+                req.override_public = private
+                req.page_size = 200
+                req.page_token = token
+                res = call(k.competitions.competition_api_client.get_leaderboard, req)
+                out += [{"team": s.team_name, "team_id": s.team_id, "score": float(s.score),
+                         "date": str(s.submission_date or "")} for s in res.submissions if s.score]
+                token = res.next_page_token
+                if not token or not res.submissions:
+                    break
     except Exception as e:  # noqa: BLE001
-        raise explain(e) from None
-    return [{"team": s.team_name, "score": float(s.score)} for s in res.submissions if s.score]
+        raise explain(e, api=api) from None
+    return out
+
+
+def download_leaderboard(out_dir: str | Path) -> Path:
+    """The full public board as Kaggle's DownloadLeaderboard gives it, unzipped into out_dir; returns the CSV."""
+    api = get_api()
+    out_dir = Path(out_dir)
+    tmp = out_dir / ".partial"
+    try:
+        call(api.competition_leaderboard_download, COMP.slug, str(tmp), quiet=True)
+    except Exception as e:  # noqa: BLE001
+        raise explain(e, api=api) from None
+    zpath = tmp / f"{COMP.slug}.zip"
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            written = _safe_extract(zf, out_dir, str(zpath))
+    except zipfile.BadZipFile as e:
+        raise FkdError(f"{zpath}: not a readable zip ({e}); retry `fkd leaderboard --download`") from None
+    zpath.unlink()
+    csvs = [p for p in written if p.suffix == ".csv"]
+    if not csvs:
+        raise FkdError(f"{zpath}: no leaderboard CSV inside; retry `fkd leaderboard --download`")
+    return csvs[0]
+
+
+def submission_limits() -> dict:
+    """Today's allowance as the server counts it: num_today, num_total, num_allowed_now."""
+    api = get_api()
+    try:
+        left = _allowance(api)
+    except Exception as e:  # noqa: BLE001
+        raise explain(e, api=api) from None
+    if left is None:
+        raise FkdError(f"{where()} does not say how many submissions are left today")
+    return left

@@ -3,17 +3,20 @@
     $ fkd serve competition/data/practice --port 8765
     $ FKD_KAGGLE_ENDPOINT=http://127.0.0.1:8765 fkd download && fkd upload submissions/x.csv
 
-It serves one competition folder (Kaggle layout + solution.csv) on 127.0.0.1 with the routes the client uses
-(`/api/v1/<service>/<method>` and `/v1/...`): list/download data files, the three-step submission upload
-(StartSubmissionUpload, a PUT of the file, CreateSubmission), list/get submissions, the leaderboard, and
-token introspection. Uploads are scored like Kaggle scores them: RMSE on a fixed seeded public half of the
+It serves one competition folder (Kaggle layout + solution.csv) on 127.0.0.1 with every route behind the
+participant-side `kaggle competitions` commands (`/api/v1/<service>/<method>` and `/v1/...`): ListCompetitions
+(search, group, category, sort, pages), list/download data files, the three-step submission upload
+(StartSubmissionUpload, a PUT of the file, CreateSubmission), list/get/download submissions, submission
+limits, the leaderboard (paged, and as a zip), a team's public submission, the competition's pages, and token
+introspection. Uploads are scored like Kaggle scores them: RMSE on a fixed seeded public half of the
 test images and on the private rest (fkd.metric, the same split `fkd score --subset` uses); a malformed file
 becomes status ERROR with its reason. Five submissions a day. State lives in SQLite, so a restart loses
 nothing. No torch here: the server only needs numpy and pandas.
 
 Fault injection for tests (`--fail KIND[:N]`, N = how many requests fail, default all): `auth` (401),
 `rules` (403 rules not accepted), `put` (the upload PUT fails with 500), `create-lost` (CreateSubmission is
-accepted and then the connection drops before the reply), `down` (every API call answers 503).
+accepted and then the connection drops before the reply), `down` (every API call answers 503), `ratelimit`
+(429 with Retry-After: 1), `reset` (a file download breaks off half way through its body).
 """
 from __future__ import annotations
 
@@ -53,6 +56,67 @@ CREATE TABLE IF NOT EXISTS uploads (token TEXT PRIMARY KEY, file_name TEXT, cont
   path TEXT, created TEXT, used INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS faults (kind TEXT PRIMARY KEY, remaining INTEGER);
 """
+
+
+# What ListCompetitions lists beside the served competition, so that search, filters, sorting and paging have
+# something to work on and a misspelt slug has neighbours. Only the served competition accepts requests.
+OTHER_COMPETITIONS = [
+    {"ref": f"https://www.kaggle.com/competitions/{slug}", "title": title,
+     "url": f"https://www.kaggle.com/competitions/{slug}", "category": cat, "reward": reward, "deadline": deadline,
+     "teamCount": teams, "segment": seg, "dateCreated": created, "enabledDate": created, "evaluationMetric": metric,
+     "hostName": "", "maxDailySubmissions": daily, "submissionsDisabled": False}
+    for slug, title, cat, reward, deadline, teams, seg, created, metric, daily in [
+        ("titanic", "Titanic - Machine Learning from Disaster", "Getting Started", "Knowledge",
+         "2030-01-01T23:59:00Z", 15000, "HOST_SEGMENT_GETTING_STARTED", "2012-09-28T00:00:00Z", "Accuracy", 10),
+        ("digit-recognizer", "Digit Recognizer", "Getting Started", "Knowledge", "2030-01-01T23:59:00Z", 1500,
+         "HOST_SEGMENT_GETTING_STARTED", "2012-07-25T00:00:00Z", "Accuracy", 5),
+        ("house-prices-advanced-regression-techniques", "House Prices - Advanced Regression Techniques",
+         "Getting Started", "Knowledge", "2030-01-01T23:59:00Z", 4500, "HOST_SEGMENT_GETTING_STARTED",
+         "2016-08-30T00:00:00Z", "RMSE of log prices", 10),
+        ("spaceship-titanic", "Spaceship Titanic", "Getting Started", "Knowledge", "2030-01-01T23:59:00Z", 2000,
+         "HOST_SEGMENT_GETTING_STARTED", "2022-02-11T00:00:00Z", "Accuracy", 10),
+        ("playground-series-s5e11", "Predicting Loan Payback", "Playground", "Swag", "2025-11-30T23:59:00Z", 3800,
+         "HOST_SEGMENT_PLAYGROUND", "2025-11-01T00:00:00Z", "ROC AUC", 5),
+        ("leaf-classification", "Leaf Classification", "Playground", "Knowledge", "2017-02-28T23:59:00Z", 1595,
+         "HOST_SEGMENT_PLAYGROUND", "2016-08-30T00:00:00Z", "Multi-class log loss", 5),
+    ]
+]
+SEGMENTS = {"HOST_SEGMENT_FEATURED", "HOST_SEGMENT_GETTING_STARTED", "HOST_SEGMENT_MASTERS", "HOST_SEGMENT_PLAYGROUND",
+            "HOST_SEGMENT_RECRUITMENT", "HOST_SEGMENT_RESEARCH", "HOST_SEGMENT_COMMUNITY", "HOST_SEGMENT_ANALYTICS"}
+
+
+def list_competitions(catalogue: list[dict], req: dict, now: str) -> tuple[list[dict], str]:
+    """ListCompetitions over a catalogue: search, group, category, sort, then a page (page or pageToken)."""
+    q = str(req.get("search") or "").lower()
+    out = [c for c in catalogue if not q or q in c["ref"].rsplit("/", 1)[-1].lower() or q in c["title"].lower()]
+    group = req.get("group") or "COMPETITION_LIST_TAB_GENERAL"
+    if group == "COMPETITION_LIST_TAB_GENERAL":
+        out = [c for c in out if c["deadline"] > now]                    # active competitions
+    elif group == "COMPETITION_LIST_TAB_ENTERED":
+        out = [c for c in out if c.get("userHasEntered")]
+    elif group != "COMPETITION_LIST_TAB_EVERYTHING":
+        out = []                                                         # hosted, community, unlaunched: none here
+    cat = req.get("category") or "HOST_SEGMENT_UNSPECIFIED"
+    if cat in SEGMENTS:
+        out = [c for c in out if c["segment"] == cat]
+    elif cat != "HOST_SEGMENT_UNSPECIFIED":
+        raise ValueError(f"unknown category {cat}")
+    sort = req.get("sortBy") or "COMPETITION_SORT_BY_BEST"
+    keys = {"COMPETITION_SORT_BY_EARLIEST_DEADLINE": (lambda c: c["deadline"], False),
+            "COMPETITION_SORT_BY_LATEST_DEADLINE": (lambda c: c["deadline"], True),
+            "COMPETITION_SORT_BY_NUMBER_OF_TEAMS": (lambda c: c["teamCount"], True),
+            "COMPETITION_SORT_BY_RECENTLY_CREATED": (lambda c: c["dateCreated"], True),
+            "COMPETITION_SORT_BY_PRIZE": (lambda c: c["reward"] in ("Knowledge", "Swag"), False)}
+    if sort in keys:
+        key, rev = keys[sort]
+        out = sorted(out, key=key, reverse=rev)
+    size = int(req.get("pageSize") or 20)
+    if not 1 <= size <= 100:
+        raise ValueError("pageSize must be between 1 and 100")
+    token = str(req.get("pageToken") or "")
+    start = int(token) if token.isdigit() else max(0, int(req.get("page") or 1) - 1) * size
+    nxt = str(start + size) if start + size < len(out) else ""
+    return [{k: v for k, v in c.items() if k != "segment"} for c in out[start:start + size]], nxt
 
 
 def served_identity(comp_dir: str | Path) -> str:
@@ -268,13 +332,108 @@ class CompetitionState:
             self.db.row_factory = None
         return self.submission_dict(r) if r else None
 
+    def team_ids(self) -> dict[str, int]:
+        """Stable team ids: teams numbered in the order of their first submission (benchmarks first)."""
+        with self.lock:
+            rows = self.db.execute("SELECT team FROM submissions GROUP BY team ORDER BY MIN(ref)").fetchall()
+        return {t: i + 1 for i, (t,) in enumerate(rows)}
+
     def leaderboard(self, private: bool = False) -> list[dict]:
+        """Each team's best scored submission, best first (Kaggle keeps the best for a lower-is-better metric)."""
         col = "private_score" if private else "public_score"
+        ids = self.team_ids()
         with self.lock:
             rows = self.db.execute(f"SELECT team, MIN({col}), MAX(date) FROM submissions WHERE status = 'COMPLETE' "
-                                   f"GROUP BY team ORDER BY MIN({col})").fetchall()
-        return [{"teamId": i + 1, "teamName": t, "submissionDate": d, "score": repr(s)}
-                for i, (t, s, d) in enumerate(rows)]
+                                   f"GROUP BY team ORDER BY MIN({col}), MIN(ref)").fetchall()
+        return [{"teamId": ids[t], "teamName": t, "submissionDate": d, "score": repr(s)} for t, s, d in rows]
+
+    def leaderboard_zip(self, private: bool = False) -> Path:
+        """The board as Kaggle's DownloadLeaderboard gives it: a zip holding <slug>-publicleaderboard.csv."""
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["TeamId", "TeamName", "SubmissionDate", "Score"])
+        for r in self.leaderboard(private):
+            w.writerow([r["teamId"], r["teamName"], r["submissionDate"], r["score"]])
+        side = "private" if private else "public"
+        path = self.state_dir / f"{COMP.slug}-{side}leaderboard.zip"
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{COMP.slug}-{side}leaderboard.csv", buf.getvalue())
+        os.replace(tmp, path)
+        return path
+
+    def limits(self, team: str) -> dict:
+        """GetSubmissionLimits: what this team used today (UTC) and in total, and what it may still submit."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        with self.lock:
+            today, total = self.db.execute(
+                "SELECT SUM(day = ?), COUNT(*) FROM submissions WHERE team = ? AND reference = 0",
+                (day, team)).fetchone()
+        today = int(today or 0)
+        return {"numToday": today, "numTotal": int(total or 0), "numAllowedNow": max(0, self.daily_limit - today),
+                "limitedByTotal": False}
+
+    def team_public_submissions(self, team_id: int) -> list[dict]:
+        """ListTeamPublicSubmissions: the one submission a team has on the public board (its best)."""
+        team = {i: t for t, i in self.team_ids().items()}.get(team_id)
+        if team is None:
+            return []
+        with self.lock:
+            r = self.db.execute("SELECT ref, date, public_score FROM submissions WHERE team = ? AND status = 'COMPLETE' "
+                                "ORDER BY public_score, ref LIMIT 1", (team,)).fetchone()
+        return [{"id": r[0], "dateSubmitted": r[1], "publicScore": repr(r[2])}] if r else []
+
+    def submission_file(self, team: str, ref: int) -> tuple[str, str] | None:
+        """(upload token, file name) of one of this team's submissions, for DownloadSubmission."""
+        with self.lock:
+            r = self.db.execute("SELECT s.token, s.file_name FROM submissions s JOIN uploads u ON s.token = u.token "
+                                "WHERE s.ref = ? AND s.team = ? AND u.path IS NOT NULL", (ref, team)).fetchone()
+        return (r[0], r[1]) if r else None
+
+    def upload_path(self, token: str) -> Path | None:
+        with self.lock:
+            r = self.db.execute("SELECT path FROM uploads WHERE token = ? AND used = 1", (token,)).fetchone()
+        return Path(r[0]) if r and r[0] else None
+
+    def rules_accepted(self) -> bool:
+        """Whether the 'rules' fault is armed (a peek: it is consumed only by a submission)."""
+        with self.lock:
+            r = self.db.execute("SELECT remaining FROM faults WHERE kind = 'rules'").fetchone()
+        return not r or r[0] == 0
+
+    def competitions(self, team: str) -> list[dict]:
+        """The catalogue ListCompetitions searches: the served competition, then a few others (listed only)."""
+        ids = self.team_ids()
+        board = [r["teamName"] for r in self.leaderboard()]
+        with self.lock:
+            teams = self.db.execute("SELECT COUNT(DISTINCT team) FROM submissions WHERE reference = 0").fetchone()[0]
+        ours = {"ref": f"https://www.kaggle.com/competitions/{COMP.slug}", "title": COMP.title,
+                "url": f"https://www.kaggle.com/competitions/{COMP.slug}", "category": COMP.category,
+                "reward": COMP.reward, "deadline": COMP.deadline, "teamCount": int(teams),
+                "userHasEntered": self.rules_accepted(), "maxDailySubmissions": self.daily_limit,
+                "evaluationMetric": "RMSE", "hostName": "", "segment": "HOST_SEGMENT_GETTING_STARTED",
+                "dateCreated": "2013-05-07T00:00:00Z", "enabledDate": "2013-05-07T00:00:00Z",
+                "submissionsDisabled": False}
+        if team in ids and team in board:
+            ours["userRank"] = board.index(team) + 1
+        return [ours] + [dict(c, userHasEntered=False) for c in OTHER_COMPETITIONS]
+
+
+# methods whose request names no competition (or that look one up): exempt from the slug check
+NO_COMPETITION = {"GetSubmission", "ListCompetitions", "DownloadSubmission", "ListTeamPublicSubmissions"}
+
+
+def _page(items: list, req: dict, default_size: int, max_size: int) -> tuple[list, str]:
+    """One page of a list: pageToken is the offset of the next page as a string (Kaggle's are opaque)."""
+    size = int(req.get("pageSize") or default_size)
+    if not 1 <= size <= max_size:
+        raise ValueError(f"pageSize must be between 1 and {max_size}")
+    token = str(req.get("pageToken") or "")
+    start = int(token) if token.isdigit() else 0
+    return items[start:start + size], (str(start + size) if start + size < len(items) else "")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -365,6 +524,12 @@ class Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/files/data/([A-Za-z0-9_.-]+)", path)
         if m and m.group(1) in {p.name for p in self.state.files}:
             return self._file(self.state.dir / m.group(1))
+        m = re.fullmatch(rf"/files/leaderboard/{re.escape(COMP.slug)}-(public|private)leaderboard\.zip", path)
+        if m:
+            return self._file(self.state.leaderboard_zip(private=m.group(1) == "private"))
+        m = re.fullmatch(r"/files/submissions/([0-9a-f]{24})/[^/]+", path)   # the token signs the URL
+        if m and self.state.upload_path(m.group(1)) is not None:
+            return self._file(self.state.upload_path(m.group(1)))
         if path in ("/", "/health"):
             return self._json(200, self.state.describe())
         self._error(404, f"no such route: GET {path}")
@@ -378,10 +543,15 @@ class Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _file(self, p: Path):
-        size = p.stat().st_size
-        headers = {"Last-Modified": email.utils.formatdate(p.stat().st_mtime, usegmt=True),
-                   "Accept-Ranges": "bytes"}
+        st = p.stat()
+        size = st.st_size
+        etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+        headers = {"Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True), "Accept-Ranges": "bytes",
+                   "ETag": etag}
         rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if_range = self.headers.get("If-Range")
+        if rng and if_range and if_range not in (etag, headers["Last-Modified"]):
+            rng = None   # the file changed since the client's partial: send it whole (RFC 9110 If-Range)
         start, end = 0, size - 1
         if rng:
             start = int(rng.group(1))
@@ -392,7 +562,19 @@ class Handler(BaseHTTPRequestHandler):
         with open(p, "rb") as f:
             f.seek(start)
             body = f.read(end - start + 1)
-        self._send(206 if rng else 200, body, "application/zip" if p.suffix == ".zip" else "text/csv", headers)
+        ctype = "application/zip" if p.suffix == ".zip" else "text/csv"
+        if len(body) > 1 and self.command == "GET" and self.state.fault("reset"):
+            # a connection reset half way through the body, as a flaky network or proxy does it
+            self.send_response(206 if rng else 200)
+            for k, v in {"Content-Type": ctype, "Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self._send(206 if rng else 200, body, ctype, headers)
 
     def do_PUT(self):
         m = re.fullmatch(r"/upload/([0-9a-f]+)", self.path.split("?")[0])
@@ -423,6 +605,9 @@ class Handler(BaseHTTPRequestHandler):
         service, method = m.groups()
         if self.state.fault("down"):
             return self._error(503, "injected fault: service unavailable")
+        if self.state.fault("ratelimit"):
+            return self._send(429, json.dumps({"code": 429, "message": "Too many requests: slow down"}).encode(),
+                              headers={"Retry-After": "1"})
         if service == "security.OAuthService" and method == "IntrospectToken":
             user = self.state.token_user(str(req.get("token", "")))
             return self._json(200, {"active": bool(user), "username": user or ""})
@@ -432,7 +617,8 @@ class Handler(BaseHTTPRequestHandler):
         if service != "competitions.CompetitionApiService":
             return self._error(404, f"no such service: {service}")
         comp = req.get("competitionName")
-        if method not in ("GetSubmission",) and comp != COMP.slug:
+        if method not in NO_COMPETITION and comp != COMP.slug:
+            # as Kaggle: an unknown slug and a competition whose rules the user has not accepted look the same
             return self._error(403, f"Permission 'competitions.participate' was denied: competition {comp!r}")
         if method in ("StartSubmissionUpload", "CreateSubmission") and self.state.fault("rules"):
             return self._error(403, "You must accept this competition's rules before you'll be able to submit")
@@ -442,7 +628,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             return handler(req, team)
         except (TypeError, ValueError, KeyError, OverflowError) as e:
-            return self._error(400, f"bad request: {type(e).__name__}")
+            return self._error(400, f"bad request: {e}" if isinstance(e, ValueError) and str(e)
+                               else f"bad request: {type(e).__name__}")
 
     def _base(self) -> str:
         return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
@@ -478,13 +665,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json(code, obj)
 
     def _api_ListSubmissions(self, req, team):
-        subs = self.state.list_submissions(team)
-        size = int(req.get("pageSize") or 20)
-        if not 1 <= size <= 1000:
-            return self._error(400, "pageSize must be between 1 and 1000")
-        page = int(req.get("pageToken") or 0) if str(req.get("pageToken") or "0").isdigit() else 0
-        chunk = subs[page * size:(page + 1) * size]
-        nxt = str(page + 1) if (page + 1) * size < len(subs) else ""
+        chunk, nxt = _page(self.state.list_submissions(team), req, default_size=20, max_size=1000)
         self._json(200, {"submissions": chunk, "nextPageToken": nxt})
 
     def _api_GetSubmission(self, req, team):
@@ -494,8 +675,39 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, s)
 
     def _api_GetLeaderboard(self, req, team):
-        self._json(200, {"submissions": self.state.leaderboard(private=bool(req.get("overridePublic"))),
-                         "nextPageToken": ""})
+        board = self.state.leaderboard(private=bool(req.get("overridePublic")))
+        chunk, nxt = _page(board, req, default_size=20, max_size=1000)
+        self._json(200, {"submissions": chunk, "nextPageToken": nxt})
+
+    def _api_DownloadLeaderboard(self, req, team):
+        self.state.leaderboard_zip()
+        self._send(302, b"", headers={"Location": f"{self._base()}/files/leaderboard/{COMP.slug}-publicleaderboard.zip"})
+
+    def _api_ListCompetitions(self, req, team):
+        import datetime as _dt
+
+        now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        chunk, nxt = list_competitions(self.state.competitions(team), req, now)
+        self._json(200, {"competitions": chunk, "nextPageToken": nxt})
+
+    def _api_GetSubmissionLimits(self, req, team):
+        self._json(200, self.state.limits(team))
+
+    def _api_DownloadSubmission(self, req, team):
+        found = self.state.submission_file(team, int(req.get("submissionId") or 0))
+        if found is None:
+            return self._error(404, "no such submission")
+        token, name = found
+        self._send(302, b"", headers={"Location": f"{self._base()}/files/submissions/{token}/{name}"})
+
+    def _api_ListTeamPublicSubmissions(self, req, team):
+        self._json(200, {"submissions": self.state.team_public_submissions(int(req.get("teamId") or 0))})
+
+    def _api_ListCompetitionPages(self, req, team):
+        name = req.get("pageName")
+        pages = [{"name": n, "content": text, "isPublished": True, "postTitle": n.replace("-", " ").title(),
+                  "mimeType": "text/markdown"} for n, text in COMP.pages if not name or n == name]
+        self._json(200, {"pages": pages})
 
 
 def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | None = None,

@@ -197,7 +197,7 @@ def test_the_kaggle_cli_itself_lists_our_submission(practice_dir, tmp_path, monk
     try:
         srv, _ = serve_in_thread(practice_dir, port=80, state_dir=tmp_path / "state80", score_delay=0.1)
     except OSError as e:  # a non-root user may not bind port 80; another server may hold it
-        unavailable(f"cannot bind port 80 for the plain kaggle CLI ({e.strerror}); run as root")
+        unavailable(f"cannot bind port 80 for the plain kaggle CLI ({e.strerror}): it needs root and a free port 80")
     try:
         monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", "http://localhost")
         monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "c"))
@@ -207,10 +207,27 @@ def test_the_kaggle_cli_itself_lists_our_submission(practice_dir, tmp_path, monk
         kaggle.upload(sub)
         exe = shutil.which("kaggle", path=str(Path(sys.executable).parent)) or "kaggle"
         env = {**os.environ, "KAGGLE_API_ENVIRONMENT": "LOCALHOST"}
-        r = subprocess.run([exe, "competitions", "submissions", "facial-keypoints-detection"],
-                           capture_output=True, text=True, env=env, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "fkd-made.csv" in r.stdout and "uid=" in r.stdout
+        c = "facial-keypoints-detection"
+
+        def cli(*args):
+            r = subprocess.run([exe, "competitions", *args], capture_output=True, text=True, env=env, timeout=60,
+                               cwd=tmp_path)
+            assert r.returncode == 0, f"kaggle competitions {' '.join(args)}: {r.stdout}{r.stderr}"
+            return r.stdout
+
+        out = cli("submissions", c)
+        assert "fkd-made.csv" in out and "uid=" in out
+        ref = next(ln.split()[0] for ln in out.splitlines() if "fkd-made.csv" in ln)
+        assert c in cli("list", "-s", "keypoints")
+        assert "Remaining today: 4" in cli("submission-limits", c)
+        assert "carol" in cli("leaderboard", c, "--show")
+        cli("leaderboard", c, "--download", "-p", "lb")
+        assert (tmp_path / "lb" / f"{c}.zip").is_file()
+        cli("submission-download", ref, "-p", "back")
+        assert (tmp_path / "back" / "fkd-made.csv").read_bytes() == sub.read_bytes()
+        team = next(ln.split()[0] for ln in cli("leaderboard", c, "--show").splitlines() if "carol" in ln)
+        assert ref in cli("team-submissions", team)
+        assert "evaluation" in cli("pages", c, "list", c)   # the client wants the slug after `list` too
     finally:
         srv.shutdown()
         srv.server_close()
