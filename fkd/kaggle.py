@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import atomic, ledger
-from .competition import COMP
+from .competition import COMP, COMPETITION_FILE
 from .data import unsafe_zip_member
 from .errors import FkdError
 
@@ -270,7 +270,7 @@ def explain_403(api, keep: str = "") -> FkdError:
     if slugs and COMP.slug not in slugs:
         near = difflib.get_close_matches(COMP.slug, slugs, n=1)
         return FkdError(f"{where()} knows no competition {COMP.slug!r}" + (f" (did you mean {near[0]!r}?)" if near
-                        else "") + f"; fix the slug in competition/facial-keypoints-detection.yaml{keep}")
+                        else "") + f"; fix the slug in {COMPETITION_FILE}{keep}")
     return FkdError(f"{where()} answered 403 for competition {COMP.slug!r}: accept its rules on the website "
                     f"({RULES_URL}; only the website can){keep}")
 

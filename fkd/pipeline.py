@@ -80,6 +80,9 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
         print(f"[1/4] data: {kaggle.where()} -> {dest}", flush=True)
         kaggle.download(dest)
         cfg = make_config(preset=preset, config_file=config_file, overrides=list(overrides), data_dir=str(dest))
+        if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
+            from .config import replace
+            cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
         print(f"[2/4] train: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds x "
               f"{cfg.epochs} epochs); a finished run with this config and data is reused", flush=True)
         cv = run_cv(cfg)

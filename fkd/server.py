@@ -423,6 +423,8 @@ class CompetitionState:
 
 
 # methods whose request names no competition (or that look one up): exempt from the slug check
+# what a user who has not accepted the rules is refused: the data and submitting (listing is allowed)
+RULES_GATED = {"DownloadDataFiles", "DownloadDataFile", "StartSubmissionUpload", "CreateSubmission"}
 NO_COMPETITION = {"GetSubmission", "ListCompetitions", "DownloadSubmission", "ListTeamPublicSubmissions"}
 
 
@@ -620,7 +622,7 @@ class Handler(BaseHTTPRequestHandler):
         if method not in NO_COMPETITION and comp != COMP.slug:
             # as Kaggle: an unknown slug and a competition whose rules the user has not accepted look the same
             return self._error(403, f"Permission 'competitions.participate' was denied: competition {comp!r}")
-        if method in ("StartSubmissionUpload", "CreateSubmission") and self.state.fault("rules"):
+        if method in RULES_GATED and self.state.fault("rules"):
             return self._error(403, "You must accept this competition's rules before you'll be able to submit")
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
