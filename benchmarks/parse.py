@@ -20,6 +20,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from common import bench_data  # noqa: E402
 from fkd.data import _parse_training, load_data  # noqa: E402
 
 
@@ -34,11 +35,10 @@ def fkd_parse(path: Path) -> np.ndarray:
 
 def main():
     ap = argparse.ArgumentParser()
-    default = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "ytf15"
-    ap.add_argument("--data-dir", default=str(default))
+    ap.add_argument("--data-dir", help="competition folder (default ../shared/benchmarks/ytf15, else practice)")
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
-    d = Path(a.data_dir)
+    d, _ = bench_data(a.data_dir)
     tmp = Path(tempfile.mkdtemp())
     csv = tmp / "training.csv"
     src = d / "training.csv"

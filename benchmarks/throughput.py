@@ -21,6 +21,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from common import bench_data  # noqa: E402
 from fkd.augment import Augmenter  # noqa: E402
 from fkd.config import make_config  # noqa: E402
 from fkd.data import load_data  # noqa: E402
@@ -58,11 +59,13 @@ def reference_epoch(model, opt, loader):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "ytf15"))
+    ap.add_argument("--data-dir", help="competition folder (default ../shared/benchmarks/ytf15, else practice)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n", type=int, default=1024, help="images per epoch")
+    ap.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
+                    help="fkd's autocast: off measures what a CPU without bf16 support runs")
     a = ap.parse_args()
-    d = load_data(a.data_dir)
+    d = load_data(bench_data(a.data_dir)[0])
     imgs, kp, src = d.images[: a.n], d.keypoints[: a.n], d.source[: a.n]
     torch.manual_seed(0)
     # reference
@@ -72,7 +75,7 @@ def main():
     ref_model = ReferenceNet()
     ref_opt = torch.optim.Adam(ref_model.parameters(), 1e-3)
     # fkd
-    cfg = make_config(overrides=["model=baseline", "batch_size=128", "dropout=0.4", "workers=0"])
+    cfg = make_config(overrides=["model=baseline", "batch_size=128", "dropout=0.4", "workers=0", f"amp={a.amp}"])
     dev, amp = select_device(cfg.device, cfg.amp)
     model = create_from_config(cfg).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)

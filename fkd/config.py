@@ -59,7 +59,7 @@ class Config:
     amp: str = "auto"              # auto | bf16 | off
     channels_last: bool = True
     workers: int = -1              # data loader workers, -1 = sized to the machine
-    threads: int = 0               # torch threads, 0 = all cores
+    threads: int = 0               # torch threads; 0 = the cores split between the fkd runs training now
     limit_train: int = 0           # train on a seeded random sample of N rows (tests, smoke runs); 0 = all
 
     def run_name(self) -> str:
@@ -125,6 +125,8 @@ def _coerce(name: str, typ, value):
             return int(f)
         if t == "float":
             return float(value)
+        if isinstance(value, bool):     # YAML reads off/on/no/yes as booleans; a text field means the word
+            return "on" if value else "off"
         return str(value)
     except (TypeError, ValueError):
         raise FkdError(f"config field {name}: {value!r} is not a valid {t}") from None
@@ -149,7 +151,11 @@ def parse_sets(pairs: list[str]) -> dict:
         if "=" not in p:
             raise FkdError(f"--set {p!r}: expected key=value, e.g. --set lr=1e-3")
         k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        k = k.strip()
+        if str(FIELD_TYPES.get(k)) in ("str", "<class 'str'>"):
+            out[k] = v.strip()          # a text field takes the text: YAML would read amp=off as False
+        else:
+            out[k] = yaml.safe_load(v) if v.strip() else ""
     return out
 
 

@@ -4,9 +4,13 @@
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import socket
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -46,6 +50,50 @@ def to_input(images: torch.Tensor, dev: torch.device, channels_last: bool) -> to
     """uint8 (B, 96, 96) -> float (B, 1, 96, 96) in [0, 1] on the device."""
     x = images.to(dev, non_blocking=True).unsqueeze(1).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+TRAINERS = Path(tempfile.gettempdir()) / "fkd-trainers"   # one file per fkd process training right now
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def register_trainer() -> None:
+    """Say that this process trains (until it exits), so that other fkd processes share the cores with it."""
+    TRAINERS.mkdir(parents=True, exist_ok=True)
+    me = TRAINERS / f"{socket.gethostname()}-{os.getpid()}"
+    if not me.exists():
+        me.touch()
+        atexit.register(me.unlink, missing_ok=True)
+
+
+def fair_threads(requested: int = 0) -> int:
+    """torch threads for this process: `requested` if set, else this machine's cores split evenly between the
+    fkd processes training on it now. Two fkd runs on 2 cores then take one core each instead of both taking
+    both (oversubscribed, each ran about 10x slower). Re-evaluated every epoch, so a finished neighbour's core
+    comes back."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    host = socket.gethostname()
+    live = 0
+    for f in TRAINERS.glob(f"{host}-*") if TRAINERS.is_dir() else []:
+        try:
+            pid = int(f.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if _alive(pid):
+            live += 1
+        else:
+            f.unlink(missing_ok=True)   # a killed trainer's file
+    return max(1, cores // max(1, live))
 
 
 def default_workers(dev: torch.device) -> int:

@@ -25,7 +25,7 @@ from . import atomic, runfiles
 from .augment import Augmenter
 from .config import Config, training_fields
 from .data import COMMON, FULL, CompetitionData, load_training_data, make_folds, save_folds, test_hash
-from .device import autocast, default_workers, select_device, to_input
+from .device import autocast, default_workers, fair_threads, register_trainer, select_device, to_input
 from .errors import FkdError
 from .keypoints import flip_keypoints
 from .metric import breakdown, rmse_masked
@@ -36,6 +36,9 @@ from .schedules import make_scheduler
 # TTA flip constants scored out of fold for cv.txt (the fitted one, in closed form, is what TTA uses); the
 # range covers ytf15's fitted optimum (97.5) and the pixel-centre and pixel-edge conventions (95, 96)
 FLIP_SCAN = (95.0, 95.5, 96.0, 96.5, 97.0, 97.5, 98.0, 98.5)
+
+
+POSTFIX_EVERY = 20   # steps between progress-bar updates (each one reads the running error back from the device)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -97,36 +100,55 @@ def _save_torch(obj, path: Path) -> None:
 
 def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc: str = "",
                     progress: bool = True, step: int = 0) -> dict:
-    """One pass over the loader; per-batch LR schedules step here. Returns train RMSE (px) and images seen."""
+    """One pass over the loader; per-batch LR schedules step here. Returns train RMSE (px) and images seen.
+
+    No step waits for the device: the running error is summed on the device and read back only for the
+    progress bar every POSTFIX_EVERY steps and once at the end. The phases are marked for torch.profiler
+    (benchmarks/profile.py); the marks cost nothing when no profiler runs.
+    """
+    from torch.profiler import record_function
     from tqdm.auto import tqdm
 
     model.train()
-    sum_sq, n_val, n_img = 0.0, 0, 0
+    sum_sq = torch.zeros((), device=dev, dtype=torch.float64)
+    n_val = torch.zeros((), device=dev, dtype=torch.int64)
+    n_img = 0
     per_step = not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
-    for imgs, kp, src in bar:
-        x = to_input(imgs, dev, cfg.channels_last)
-        kp, src = kp.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
-        with autocast(dev, amp):
+    batches = iter(bar)
+    while True:
+        with record_function("data: load + augment"):
+            batch = next(batches, None)
+        if batch is None:
+            break
+        imgs, kp, src = batch
+        with record_function("data: to device"):
+            x = to_input(imgs, dev, cfg.channels_last)
+            kp, src = kp.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
+        with record_function("forward + loss"), autocast(dev, amp):
             out = model(x, src, kp)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        if per_step and sched is not None:
-            sched.step()
-        step += 1
-        if ema is not None:
-            ema.update(model, step=step)
-        with torch.no_grad():
+        with record_function("backward"):
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+        with record_function("optimizer"):
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            if per_step and sched is not None:
+                sched.step()
+            step += 1
+            if ema is not None:
+                ema.update(model, step=step)
+        with record_function("metrics"), torch.no_grad():
             m = torch.isfinite(kp)
-            sum_sq += float(((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum())
-        n_val += int(m.sum())
+            sum_sq += ((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum()
+            n_val += m.sum()
         n_img += len(imgs)
-        bar.set_postfix(rmse=f"{math.sqrt(sum_sq / max(n_val, 1)):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        if progress and step % POSTFIX_EVERY == 0:
+            bar.set_postfix(rmse=f"{math.sqrt(sum_sq.item() / max(n_val.item(), 1)):.3f}",
+                            lr=f"{opt.param_groups[0]['lr']:.2e}")
     bar.close()
-    return {"train_rmse": math.sqrt(sum_sq / max(n_val, 1)), "images": n_img}
+    return {"train_rmse": math.sqrt(sum_sq.item() / max(n_val.item(), 1)), "images": n_img}
 
 
 def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, run_dir: Path,
@@ -144,6 +166,9 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     dev, amp = select_device(cfg.device, cfg.amp)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    share_cores = dev.type == "cpu" and not cfg.threads and not cfg.deterministic  # a fixed count keeps bits equal
+    if share_cores:
+        register_trainer()
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -198,6 +223,8 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
 
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
+        if share_cores:
+            torch.set_num_threads(fair_threads())
         es = epoch_seed(cfg, fold, epoch)
         torch.manual_seed(es)
         ds.epoch_seed = es

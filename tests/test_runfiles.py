@@ -18,6 +18,12 @@ def test_a_saved_config_reloads_as_saved(tmp_path):
     assert again.loss == "mse" != PRESETS["default"]["loss"]
 
 
+def test_text_fields_take_words_yaml_would_read_as_booleans(tmp_path):
+    assert make_config(overrides=["amp=off"]).amp == "off"
+    (tmp_path / "c.yaml").write_text("amp: off\n")
+    assert make_config(config_file=str(tmp_path / "c.yaml")).amp == "off"
+
+
 def test_out_of_fold_arrays_round_trip_with_named_fields(tmp_path):
     rng = np.random.default_rng(0)
     plain, tta = rng.normal(size=(2, 7, 30)).astype(np.float32)

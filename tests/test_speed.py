@@ -1,0 +1,60 @@
+"""Speed options keep their promises: no host sync per training step, cores shared between fkd trainers."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from fkd import device
+from fkd.augment import Augmenter
+from fkd.config import make_config
+from fkd.models import create_from_config
+from fkd.train import POSTFIX_EVERY, FaceDataset, train_one_epoch
+
+
+def test_a_training_epoch_reads_the_device_back_only_a_few_times(practice_dir, monkeypatch):
+    from fkd.data import load_data
+    d = load_data(practice_dir)
+    cfg = make_config(preset="quick", overrides=["model=baseline", "batch_size=8", "aug=0"])
+    model = create_from_config(cfg)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    n = 8 * (POSTFIX_EVERY + 5)                              # 25 steps
+    loader = torch.utils.data.DataLoader(FaceDataset(d.images[:n], d.keypoints[:n], d.source[:n],
+                                                     Augmenter(0, 0.5, 96.0)), batch_size=8)
+    reads = []
+    for name in ("item", "__float__", "__int__", "__bool__", "tolist", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **kw):
+            caller = sys._getframe(1).f_code.co_filename               # reads made by fkd's loop itself
+            if caller.endswith(os.path.join("fkd", "train.py")):        # (optimizers keep CPU step counters)
+                reads.append(_name)
+            return _original(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    out = train_one_epoch(model, loader, opt, None, None, torch.device("cpu"), None, cfg, progress=True)
+    monkeypatch.undo()
+    assert np.isfinite(out["train_rmse"]) and out["images"] == n
+    # one progress update after step 20 (two reads) and the result (two reads); a sync per step would be 25+
+    assert len(reads) <= 4, reads
+
+
+def test_trainers_share_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "TRAINERS", tmp_path / "trainers")
+    cores = len(os.sched_getaffinity(0))
+    assert device.fair_threads() == cores and device.fair_threads(requested=3) == 3
+    device.register_trainer()                                   # this process trains
+    assert device.fair_threads() == cores
+    other = subprocess.Popen(["sleep", "30"])                   # a second fkd trainer, alive
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                                 # and a killed one's leftover file
+    host = __import__("socket").gethostname()
+    try:
+        (tmp_path / "trainers" / f"{host}-{other.pid}").touch()
+        (tmp_path / "trainers" / f"{host}-{dead.pid}").touch()
+        assert device.fair_threads() == max(1, cores // 2)
+        assert not (tmp_path / "trainers" / f"{host}-{dead.pid}").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert device.fair_threads() == cores                       # the neighbour is gone: its core comes back
