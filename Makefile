@@ -1,5 +1,6 @@
 # fkd: `make help` lists the targets. Variables: DATA=DIR (competition folder), PRESET=quick|default|best,
-# OFFLINE=1 (local server instead of kaggle.com), CONFIG=FILE (e.g. tuning/best.yaml), SET="lr=1e-3 epochs=5".
+# OFFLINE=1 (local server instead of kaggle.com), CONFIG=FILE (e.g. tuning/best.yaml), SET="lr=1e-3 epochs=5",
+# BUDGET=MIN (train as many epochs as fit MIN minutes on this machine, timed once when the run begins).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,10 +16,10 @@ OFFLINE ?=
 CONFIG ?=
 SET ?=
 RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
-CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s))
+CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) $(if $(BUDGET),--set budget_min=$(BUDGET))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-fast submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
+.PHONY: help install lock test test-fast runs submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +65,9 @@ tune: install ## Optuna study (DATA=DIR, TRIALS=N, WORKERS=N)
 
 dashboard: install ## optuna-dashboard on the tuning study (PORT=8080)
 	$(FKD) dashboard $(if $(PORT),--port $(PORT))
+
+runs: install ## every training run in runs/: model, epochs, minutes, CV without/with TTA, submitted; best first
+	$(FKD) runs
 
 scores: install ## the submissions ledger: CV vs public vs private, best first
 	$(FKD) scores

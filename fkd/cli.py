@@ -148,6 +148,12 @@ def cmd_scores(a):
         _wrote(plot)
 
 
+def cmd_runs(a):
+    from .runfiles import format_run_table, run_table
+
+    print(format_run_table(run_table(a.runs_dir)))
+
+
 def cmd_serve(a):
     from .server import make_server
 
@@ -331,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="offline: the competition folder whose local server's rows to show "
                                       "(default: the practice competition)")
     s.set_defaults(fn=cmd_scores)
+
+    s = sub.add_parser("runs", help="every run in runs/: model, head, epochs, minutes, CV without/with TTA, date, "
+                                    "submitted; best first")
+    s.add_argument("--runs-dir", default="runs")
+    s.set_defaults(fn=cmd_runs)
 
     s = sub.add_parser("serve", help="local Kaggle-API-compatible server for one competition folder")
     s.add_argument("dir", help="competition folder with solution.csv")

@@ -36,6 +36,7 @@ class Config:
     train_folds: tuple[int, ...] = ()   # subset of folds to train (empty = all); tuning searches on a subset
     # optimisation
     epochs: int = 30
+    budget_min: float = 0.0        # > 0: train as many epochs as fit this many minutes here (timed once, then fixed)
     batch_size: int = 64
     lr: float = 2e-3
     optimizer: str = "adamw"       # adamw | adam
@@ -53,7 +54,9 @@ class Config:
     tta: bool = True               # horizontal-flip test-time augmentation
     tta_flip_const: float = 0.0    # TTA's un-flip constant; 0 = fitted out of fold (closed form) by run_cv
     # execution
-    seed: int = 42
+    seed: int = 42                 # training randomness: init, shuffling, augmentation, dropout
+    split_seed: int = -1           # the folds and the limit_train sample; -1 = seed. Fix it to compare training
+                                   # seeds on one split (paired differences instead of a reshuffled split each time)
     deterministic: bool = False
     device: str = "auto"           # auto | cpu | cuda
     amp: str = "auto"              # auto | bf16 | off
@@ -61,6 +64,10 @@ class Config:
     workers: int = -1              # data loader workers, -1 = sized to the machine
     threads: int = 0               # torch threads; 0 = the cores split between the fkd runs training now
     limit_train: int = 0           # train on a seeded random sample of N rows (tests, smoke runs); 0 = all
+
+    def fold_seed(self) -> int:
+        """The seed of the data split (folds, limit_train rows): split_seed, or seed where it is -1."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     def run_name(self) -> str:
         return self.name or f"{self.preset}-{self.model}-{self.fingerprint()[:8]}"
@@ -81,8 +88,17 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
                 "train_folds", "preset"}
 
 
+# Fields added after runs existed: at these values they are left out of the fingerprint, so every run made
+# before them keeps its name and is still found, resumed and reused.
+ADDED_LATER = {"split_seed": -1, "budget_min": 0.0}
+
+
 def training_fields(cfg: Config) -> dict:
-    return {k: v for k, v in cfg.to_dict().items() if k not in NON_TRAINING}
+    out = {k: v for k, v in cfg.to_dict().items()
+           if k not in NON_TRAINING and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    if cfg.budget_min > 0:
+        out.pop("epochs")   # the budget decides them once, on this machine; config.yaml records the result
+    return out
 
 
 # What each preset is for; the measurements behind the choices are in docs/ablations.md and the README.

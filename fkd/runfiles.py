@@ -66,6 +66,52 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     return done
 
 
+def run_table(runs_dir: str | Path = "runs") -> list[dict]:
+    """One row per run folder: what it trained, how long, its CV without and with TTA, when, whether submitted;
+    finished runs best first (CV with TTA), unfinished ones after them."""
+    import time
+
+    from . import ledger
+
+    sent = {}
+    for r in ledger.rows():
+        if r.get("status") in ("COMPLETE", "submitted", "pending") and r.get("run"):
+            best = sent.get(r["run"])
+            if best is None or (r.get("public_score") or 1e9) < (best.get("public_score") or 1e9):
+                sent[r["run"]] = r
+    out = []
+    for d in sorted(p for p in Path(runs_dir).glob("*") if (p / "config.yaml").is_file()):
+        try:
+            cfg, _ = load_run(d)
+        except FkdError:
+            continue                                  # a folder made by another fkd version: not listed
+        cv = read_cv(d)
+        done = sorted(int(p.parent.name[4:]) for p in d.glob("fold*/result.json"))
+        s = sent.get(d.name) or {}
+        out.append({"run": d.name, "model": cfg.model, "head": cfg.head, "epochs": cfg.epochs, "folds": cfg.folds,
+                    "folds_done": len(done), "minutes": (cv.get("train_seconds") or 0) / 60 or None,
+                    "cv": cv.get("cv_rmse_no_tta"), "cv_tta": cv.get("cv_rmse_tta"),
+                    "date": time.strftime("%Y-%m-%d %H:%M", time.localtime((d / "config.yaml").stat().st_mtime)),
+                    "submitted": s.get("destination") or ("yes" if s else ""), "public": s.get("public_score")})
+    return sorted(out, key=lambda r: (r["cv_tta"] is None, r["cv_tta"] or 0.0))
+
+
+def format_run_table(rows: list[dict]) -> str:
+    if not rows:
+        return "no runs yet: `fkd train` or `make submit`"
+    f = lambda v: f"{v:7.4f}" if v is not None else f"{'-':>7}"  # noqa: E731
+    head = (f"{'run':<40} {'model':<16} {'head':<8} {'epochs':>6} {'folds':>5} {'min':>6} {'CV':>7} {'CV+TTA':>7} "
+            f"{'date':<16} submitted (public)")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        folds = f"{r['folds_done']}/{r['folds']}"
+        minutes = f"{r['minutes']:.1f}" if r["minutes"] else "-"
+        sub = f"{r['submitted']} ({r['public']:.4f})" if r["public"] is not None else r["submitted"]
+        lines.append(f"{r['run'][:40]:<40} {r['model'][:16]:<16} {r['head'][:8]:<8} {r['epochs']:>6} {folds:>5} "
+                     f"{minutes:>6} {f(r['cv'])} {f(r['cv_tta'])} {r['date']:<16} {sub}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- out-of-fold predictions
 def write_fold_predictions(fold_dir: Path, idx: np.ndarray, plain: np.ndarray, mirrored: np.ndarray) -> Path:
     path = Path(fold_dir) / "val_pred.npz"

@@ -47,7 +47,7 @@ def test_fkd_errors_on_a_run_trained_with_limit_train(practice_dir, tmp_path):
     run = cfg.run_dir()
     run.mkdir()
     runfiles.save_run_config(cfg, run, {"data_dir": str(practice_dir)})
-    rows = load_training_data(practice_dir, cfg.limit_train, cfg.seed)
+    rows = load_training_data(practice_dir, cfg.limit_train, cfg.fold_seed())
     assert len(rows.images) == 100 < len(load_data(practice_dir).images)
     truth = np.nan_to_num(rows.keypoints, nan=48.0)
     off = np.zeros_like(truth)
@@ -57,3 +57,26 @@ def test_fkd_errors_on_a_run_trained_with_limit_train(practice_dir, tmp_path):
     assert r["per_keypoint"]["full"]["nose_tip"] == pytest.approx(2.0)
     assert r["per_keypoint"]["full"]["left_eye_center"] == pytest.approx(0.0)
     assert r["per_keypoint"]["common"]["left_eye_center"] == pytest.approx(0.0)   # rows line up: no error
+
+
+def test_fkd_runs_lists_every_run_best_first(tmp_path, capsys):
+    import json
+
+    from fkd import ledger
+    from fkd.cli import main
+    for name, model, cv in (("worse", "resnet34", 2.2), ("better", "resnet18", 1.9), ("unfinished", "baseline", None)):
+        cfg = make_config(preset="default", overrides=[f"model={model}", f"name={name}"], runs_dir="runs")
+        cfg.run_dir().mkdir(parents=True)
+        runfiles.save_run_config(cfg, cfg.run_dir(), {})
+        if cv is not None:
+            (cfg.run_dir() / "cv.json").write_text(json.dumps({"cv_rmse_no_tta": cv + 0.05, "cv_rmse_tta": cv,
+                                                               "train_seconds": 600}))
+            for k in range(4):
+                (cfg.run_dir() / f"fold{k}").mkdir()
+                (cfg.run_dir() / f"fold{k}" / "result.json").write_text("{}")
+    ledger.record("submissions/x.csv", run="better", status="COMPLETE", destination="kaggle.com", public_score=1.95)
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()[2:]
+    assert [ln.split()[0] for ln in lines] == ["better", "worse", "unfinished"]
+    assert "kaggle.com (1.9500)" in lines[0] and "4/4" in lines[0] and "10.0" in lines[0]
+    assert "0/4" in lines[2]

@@ -32,8 +32,8 @@ def test_two_folds_beat_the_mean_keypoint_by_20_percent(trained_run):
     # each fold against its own mean-keypoint baseline (means of its training folds, per source)
     from fkd.data import load_training_data, make_folds
     from fkd.train import mean_baseline
-    data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.seed)
-    folds = make_folds(data.source, 2, cfg.seed)
+    data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.fold_seed())
+    folds = make_folds(data.source, 2, cfg.fold_seed())
     for k, rmse in enumerate(cv["per_fold"]):
         assert rmse <= 0.8 * mean_baseline(data, folds, [k]), (k, rmse)
     assert set(cv["per_keypoint"]) and np.isfinite(cv["rmse_full"]) and np.isfinite(cv["rmse_common"])
@@ -94,3 +94,27 @@ def test_resume_after_kill_matches_uninterrupted_run(practice_dir, tmp_path):
     for tta in (False, True):
         assert np.array_equal(read_oof(runs / "ref", tta), read_oof(runs / "killed", tta))
     assert not list(Path(runs).rglob("*.tmp*")), "no temp files left behind"
+
+
+def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_path, monkeypatch, capsys):
+    import fkd.train
+    from fkd.runfiles import load_run
+    base = dict(data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    sets = ["model=baseline", "folds=2", "batch_size=16", "limit_train=96", "aug=0", "budget_min=0.4",
+            "epochs=999", "workers=0"]
+    cfg = make_config(preset="quick", overrides=sets + ["train_folds=0"], **base)
+    cv = run_cv(cfg, progress=False)
+    saved, _ = load_run(cfg.run_dir())
+    assert 1 <= saved.epochs < 999 and saved.budget_min == 0.4             # resolved, and recorded
+    assert cv["fold_results"][0]["epochs_run"] == saved.epochs
+    assert "epochs a fold x 1 folds (measured here" in capsys.readouterr().out
+
+    def no_probe(*_):
+        raise AssertionError("a run that began under a budget must not be timed again")
+
+    monkeypatch.setattr(fkd.train, "probe_speed", no_probe)
+    cfg_all = make_config(preset="quick", overrides=sets, **base)         # the same run, now every fold
+    assert cfg_all.run_dir() == cfg.run_dir()                               # epochs are not in its name
+    cv = run_cv(cfg_all, progress=False)
+    assert [r["epochs_run"] for r in cv["fold_results"]] == [saved.epochs] * 2
+    assert "as resolved when" in capsys.readouterr().out
