@@ -27,7 +27,8 @@ class Config:
     preset: str = "default"
     # model
     model: str = "resnet18"        # a name from fkd.models.MODELS, or any timm backbone
-    head: str = "flatten"          # timm backbones: flatten (keeps the 3x3 map) | heatmap (soft-argmax) | pool
+    head: str = "flatten"          # timm backbones, a name from fkd.models.HEADS: flatten (keeps the 3x3 map),
+                                   # fpn4 (stride-4 heatmaps, soft-argmax), simcc (sub-pixel bins), heatmap, pool
     weights: str = ""              # optional local pretrained weights for a timm backbone (.pth/.safetensors)
     dropout: float = 0.1           # the one default, for every model (BaselineNet's published figures used it)
     source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
@@ -227,7 +228,6 @@ def validate(cfg: Config) -> None:
         (cfg.amp in ("auto", "bf16", "off"), "amp must be auto|bf16|off"),
         (cfg.loss in ("mse", "smoothl1", "l1", "wing"), "loss must be mse|smoothl1|l1|wing"),
         (cfg.optimizer in ("adamw", "adam"), "optimizer must be adamw|adam"),
-        (cfg.head in ("flatten", "heatmap", "pool"), "head must be flatten|heatmap|pool"),
         (cfg.preset in PRESETS, f"preset must be one of {'|'.join(PRESETS)}"),
     ]
     for ok, msg in checks:
@@ -250,8 +250,14 @@ def check_names(cfg: Config) -> None:
     if cfg.scheduler not in SCHEDULERS:
         raise FkdError(f"bad config: unknown scheduler {cfg.scheduler!r}{_suggest(cfg.scheduler, SCHEDULERS)}; "
                        f"choose one of {', '.join(SCHEDULERS)}")
-    from .models import MODELS, is_model
+    from .models import HEADS, MODELS, is_model
 
+    if cfg.head not in HEADS:
+        raise FkdError(f"bad config: unknown head {cfg.head!r}{_suggest(cfg.head, HEADS)}; choose one of "
+                       f"{', '.join(HEADS)}")
+    if cfg.model == "baseline" and cfg.head != "flatten":
+        raise FkdError(f"bad config: model baseline has its own fully connected head; head={cfg.head} needs a timm "
+                       "backbone (e.g. --set model=resnet18)")
     if not is_model(cfg.model):
         raise FkdError(f"bad config: unknown model {cfg.model!r}{_suggest(cfg.model, MODELS)}; use one of "
                        f"{', '.join(MODELS)} or a timm backbone name (timm.list_models())")

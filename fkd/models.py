@@ -70,15 +70,21 @@ class KeypointModel(nn.Module):
 
     def forward(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor | None = None) -> dict:
         feats = self.body(x)
+        if getattr(self.head, "runs_in_autocast", False):   # a decoder worth bf16; it decodes in fp32 itself
+            out = self.head(feats)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                out = self.head(feats.float() if torch.is_tensor(feats) else [f.float() for f in feats])
+        out, extra = out if isinstance(out, tuple) else (out, None)
         with torch.autocast(x.device.type, enabled=False):
-            out = self.head(feats.float() if torch.is_tensor(feats) else [f.float() for f in feats])
-            out = out.view(x.shape[0], -1, N_OUT)                             # (B, S, 30)
+            out = out.float().view(x.shape[0], -1, N_OUT)                     # (B, S, 30)
             if self.source_aware:
                 out = out.gather(1, source.view(-1, 1, 1).expand(-1, 1, N_OUT))  # (B, 1, 30)
             preds = out[:, 0] * HALF + HALF                                    # (B, 30) pixels
             result = {"preds": preds}
             if target is not None:
-                result["loss"] = masked_loss(preds, target, self.loss_kind)
+                result["loss"] = (self.head.loss(extra, target, source if self.source_aware else None)
+                                  if extra is not None else masked_loss(preds, target, self.loss_kind))
         return result
 
 
@@ -183,29 +189,174 @@ class PoolHead(FlattenHead):
         return self.fc(self.drop(f.mean((2, 3))))
 
 
-def build_timm(name: str, head: str = "flatten", dropout: float = 0.1, source_aware: bool = True,
-               loss: str = "mse", weights: str = "", **_) -> KeypointModel:
-    import timm
+def soft_argmax(logits: torch.Tensor, stride: float) -> torch.Tensor:
+    """(B, K, H, W) heatmap logits -> (B, K, 2) expected (x, y), normalised like the targets; fp32 throughout
+    (bf16 spacing near 96 px is 0.5 px). Cell i covers pixels [i*stride, (i+1)*stride), so its centre sits
+    at (i + 0.5) * stride - 0.5 in pixel-index coordinates: the same convention encodes and decodes."""
+    b, k, h, w = logits.shape
+    p = torch.softmax(logits.float().flatten(2), -1).view(b, k, h, w)
+    ys = ((torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) * stride - 0.5 - HALF) / HALF
+    xs = ((torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) * stride - 0.5 - HALF) / HALF
+    return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
 
-    n_sets = N_SOURCES if source_aware else 1
+
+class FPNHeatmapHead(nn.Module):
+    """Heatmaps at stride 4 over the backbone's multi-scale features, decoded by soft-argmax (integral regression).
+
+    An FPN-style decoder: 1x1 laterals to `width` channels on every feature map of stride >= 4, top-down
+    nearest upsampling and sums down to stride 4 (24x24 at 96 px), a 3x3 conv + BN + ReLU, then one heatmap per
+    keypoint (and source). The loss is the run's loss on the decoded coordinates (masked, per labelled value),
+    so a missing keypoint's map gets no gradient. A per-keypoint offset, set to the mean keypoints' distance
+    from the map's centre by init_output, lets training start where the mean face is.
+    """
+
+    runs_in_autocast = True
+
+    def __init__(self, channels: list[int], reductions: list[int], n_sets: int, dropout: float, width: int = 64):
+        super().__init__()
+        self.idx = [i for i, r in enumerate(reductions) if r >= 4]
+        self.stride = reductions[self.idx[0]]
+        self.lateral = nn.ModuleList(nn.Conv2d(channels[i], width, 1) for i in self.idx)
+        self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                    nn.ReLU(inplace=True))
+        self.drop = nn.Dropout2d(dropout)
+        self.out = nn.Conv2d(width, n_sets * len(COMP.keypoints), 1)
+        self.offset = nn.Parameter(torch.zeros(n_sets * N_OUT))
+
+    def forward(self, feats):
+        fs = [feats[i] for i in self.idx]
+        x = self.lateral[-1](fs[-1])
+        for lat, f in zip(list(self.lateral)[-2::-1], fs[-2::-1]):          # coarse to fine
+            x = F.interpolate(x, size=f.shape[-2:], mode="nearest") + lat(f)
+        h = self.out(self.drop(self.smooth(x)))                             # (B, S*15, 24, 24)
+        with torch.autocast(h.device.type, enabled=False):
+            return soft_argmax(h, self.stride).flatten(1) + self.offset     # (B, S*30) x0, y0, x1, ...
+
+    def init_output(self, mean: torch.Tensor) -> None:
+        self.offset.copy_(mean.reshape(-1).to(self.offset))               # the map's centre is 0 (normalised)
+
+
+class SimCCHead(nn.Module):
+    """SimCC (RTMPose): x and y each classified over bins finer than a pixel, decoded by expectation.
+
+    A 1x1 conv gives every keypoint (and source) `dim` channels of the final map; each keypoint's
+    dim x H x W values go through a shared MLP to `hidden` features and two shared linear layers to
+    `split` x 96 bins for x and for y (192 at split 2): ~0.7 M parameters where one linear layer from the
+    flattened features to 15 x 2 x 192 bins would hold ~50 M. The loss is the KL divergence to a Gaussian
+    of `sigma` pixels at the label (bin centres at (i + 0.5) / split - 0.5, the heatmap head's convention),
+    averaged over labelled keypoints; decoding is the softmax expectation, in fp32.
+    """
+
+    runs_in_autocast = True
+
+    def __init__(self, in_ch: int, hw: int, n_sets: int, dropout: float, dim: int = 32, hidden: int = 256,
+                 split: int = 2, sigma: float = 1.5):
+        super().__init__()
+        self.k, self.n_sets, self.split, self.sigma = len(COMP.keypoints), n_sets, split, sigma
+        self.bins = COMP.image_size * split
+        self.proj = nn.Conv2d(in_ch, n_sets * self.k * dim, 1)
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim * hw, hidden), nn.GELU())
+        self.fx, self.fy = nn.Linear(hidden, self.bins), nn.Linear(hidden, self.bins)
+        self.register_buffer("centres", (torch.arange(self.bins, dtype=torch.float32) + 0.5) / split - 0.5,
+                             persistent=False)
+
+    def forward(self, f):
+        b = f.shape[0]
+        z = self.proj(f).reshape(b, self.n_sets * self.k, -1)               # (B, S*15, dim*H*W)
+        z = self.mlp(z)
+        lx, ly = self.fx(z).float(), self.fy(z).float()                     # (B, S*15, bins) each
+        with torch.autocast(f.device.type, enabled=False):
+            x = (torch.softmax(lx, -1) * self.centres).sum(-1)
+            y = (torch.softmax(ly, -1) * self.centres).sum(-1)
+            coords = (torch.stack([x, y], -1) - HALF) / HALF               # (B, S*15, 2) normalised
+        return coords.flatten(1), (lx, ly)
+
+    def loss(self, extra, target: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor:
+        lx, ly = (e.view(e.shape[0], self.n_sets, self.k, self.bins) for e in extra)
+        if source is not None:
+            pick = source.view(-1, 1, 1, 1).expand(-1, 1, self.k, self.bins)
+            lx, ly = lx.gather(1, pick)[:, 0], ly.gather(1, pick)[:, 0]     # (B, 15, bins)
+        else:
+            lx, ly = lx[:, 0], ly[:, 0]
+        t = target.float().view(-1, self.k, 2)
+        mask = torch.isfinite(t).all(-1)                                    # (B, 15) labelled keypoints
+        if not mask.any():
+            return lx.sum() * 0.0
+        t = torch.nan_to_num(t)
+        total = 0.0
+        for logits, coord in ((lx, t[..., 0]), (ly, t[..., 1])):
+            g = torch.exp(-0.5 * ((self.centres - coord[..., None]) / self.sigma) ** 2)
+            g = g / g.sum(-1, keepdim=True)                                 # (B, 15, bins) target distribution
+            kl = (g * (torch.log(g.clamp_min(1e-12)) - torch.log_softmax(logits, -1))).sum(-1)
+            total = total + kl[mask].mean()
+        return total / 2
+
+
+def _timm_kw(weights: str) -> dict:
     kw = dict(pretrained=bool(weights), in_chans=1)
     if weights:
         kw["pretrained_cfg_overlay"] = dict(file=str(weights))
-    if head == "heatmap":
-        try:
-            body = timm.create_model(name, features_only=True, out_indices=(-1,), output_stride=8, **kw)
-        except (TypeError, ValueError, AssertionError):
-            body = timm.create_model(name, features_only=True, out_indices=(-2,), **kw)
-        with torch.no_grad():
-            f = body(torch.zeros(1, 1, COMP.image_size, COMP.image_size))[-1]
-        stride = COMP.image_size // f.shape[-1]
-        return KeypointModel(_LastFeature(body), SoftArgmaxHead(f.shape[1], stride, n_sets, dropout), source_aware, loss)
-    body = timm.create_model(name, num_classes=0, global_pool="", **kw)
+    return kw
+
+
+def _probe(body: nn.Module):
     with torch.no_grad():
-        f = body(torch.zeros(1, 1, COMP.image_size, COMP.image_size))      # (1, C, 3, 3)
-    if head == "pool":
-        return KeypointModel(body, PoolHead(f.shape[1], n_sets, dropout), source_aware, loss)
-    return KeypointModel(body, FlattenHead(f[0].numel(), n_sets, dropout), source_aware, loss)
+        return body(torch.zeros(1, 1, COMP.image_size, COMP.image_size))
+
+
+def _head_flatten(name, n_sets, dropout, kw):
+    import timm
+    body = timm.create_model(name, num_classes=0, global_pool="", **kw)
+    return body, FlattenHead(_probe(body)[0].numel(), n_sets, dropout)     # the (C, 3, 3) map flattened
+
+
+def _head_pool(name, n_sets, dropout, kw):
+    import timm
+    body = timm.create_model(name, num_classes=0, global_pool="", **kw)
+    return body, PoolHead(_probe(body).shape[1], n_sets, dropout)
+
+
+def _head_heatmap(name, n_sets, dropout, kw):
+    import timm
+    try:
+        body = timm.create_model(name, features_only=True, out_indices=(-1,), output_stride=8, **kw)
+    except (TypeError, ValueError, AssertionError):
+        body = timm.create_model(name, features_only=True, out_indices=(-2,), **kw)
+    f = _probe(body)[-1]
+    return _LastFeature(body), SoftArgmaxHead(f.shape[1], COMP.image_size // f.shape[-1], n_sets, dropout)
+
+
+def _head_fpn4(name, n_sets, dropout, kw):
+    import timm
+    body = timm.create_model(name, features_only=True, **kw)
+    info = body.feature_info
+    return body, FPNHeatmapHead(info.channels(), info.reduction(), n_sets, dropout)
+
+
+def _head_simcc(name, n_sets, dropout, kw):
+    import timm
+    body = timm.create_model(name, num_classes=0, global_pool="", **kw)
+    f = _probe(body)
+    return body, SimCCHead(f.shape[1], f.shape[2] * f.shape[3], n_sets, dropout)
+
+
+# heads for timm backbones: name -> (backbone name, n_sets, dropout, timm kwargs) -> (body, head)
+HEADS: dict[str, Callable] = {
+    "flatten": _head_flatten,   # the default: the final 3x3 map flattened into a linear layer
+    "pool": _head_pool,         # global average pooling, to measure what it throws away
+    "heatmap": _head_heatmap,   # soft-argmax on a dilated stride-8 map of the last stage
+    "fpn4": _head_fpn4,         # FPN decoder to stride 4, heatmaps, soft-argmax (integral regression)
+    "simcc": _head_simcc,       # SimCC: x and y as classification over half-pixel bins
+}
+
+
+def build_timm(name: str, head: str = "flatten", dropout: float = 0.1, source_aware: bool = True,
+               loss: str = "mse", weights: str = "", **_) -> KeypointModel:
+    if head not in HEADS:
+        from .errors import FkdError
+        raise FkdError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, _timm_kw(weights))
+    return KeypointModel(body, h, source_aware, loss)
 
 
 class _LastFeature(nn.Module):

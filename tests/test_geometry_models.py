@@ -6,7 +6,7 @@ import torch
 from fkd.augment import Augmenter
 from fkd.competition import COMP
 from fkd.keypoints import FLIP_PERM, flip_keypoints, flip_keypoints_torch
-from fkd.models import MODELS, create_model, masked_loss
+from fkd.models import HEADS, MODELS, create_model, masked_loss
 from fkd.schedules import SCHEDULERS
 
 
@@ -89,7 +89,7 @@ def test_schedules_at_their_boundaries(name):
 
 
 @pytest.mark.parametrize("name,head", [(n, h) for n in sorted(MODELS)
-                                       for h in (["flatten"] if n == "baseline" else ["flatten", "heatmap", "pool"])])
+                                       for h in (["flatten"] if n == "baseline" else sorted(HEADS))])
 def test_every_model_builds(name, head):
     torch.manual_seed(0)
     m = create_model(name, head=head, dropout=0.1)
@@ -98,6 +98,45 @@ def test_every_model_builds(name, head):
     out = m(x, src, torch.rand(3, 30) * 96)
     assert out["preds"].shape == (3, 30)
     assert torch.isfinite(out["preds"]).all() and torch.isfinite(out["loss"])
+
+
+def test_heatmap_and_simcc_decoders_share_one_convention_and_mirror_about_95():
+    """Encoding and decoding agree (cell i of a stride-s map is centred at (i + 0.5) s - 0.5) and a mirrored map
+    decodes to the mirrored point about W - 1 = 95: flip TTA un-flips decoded points with the run's fitted
+    constant, never by flipping maps."""
+    from fkd.models import HALF, SimCCHead, soft_argmax
+    torch.manual_seed(0)
+    logits = torch.randn(2, 15, 24, 24) * 3
+    p = soft_argmax(logits, 4) * HALF + HALF                                 # (2, 15, 2) pixels
+    pm = soft_argmax(logits.flip(-1), 4) * HALF + HALF
+    assert torch.allclose(pm[..., 0], 95 - p[..., 0], atol=1e-4) and torch.allclose(pm[..., 1], p[..., 1], atol=1e-4)
+    one_hot = torch.full((1, 1, 24, 24), -1e4)
+    one_hot[0, 0, 5, 7] = 0.0                                              # all mass in row 5, column 7
+    assert (soft_argmax(one_hot, 4)[0, 0] * HALF + HALF).tolist() == pytest.approx([7 * 4 + 1.5, 5 * 4 + 1.5])
+    head = SimCCHead(8, 9, 1, 0.0)
+    c = head.centres
+    assert torch.allclose(c + c.flip(0), torch.full_like(c, 95.0))          # bins mirror about 95 too
+    # a Gaussian target at x decodes back to x, away from the borders (no bias from the encoding)
+    g = torch.exp(-0.5 * ((c - 37.3) / 1.5) ** 2)
+    assert float((g / g.sum() * c).sum()) == pytest.approx(37.3, abs=1e-3)
+
+
+def test_simcc_loss_ignores_unlabelled_keypoints_and_is_lowest_at_the_label():
+    from fkd.models import SimCCHead
+    head = SimCCHead(8, 9, 2, 0.0)
+    target = torch.full((1, 30), float("nan"))
+    target[0, :2] = torch.tensor([40.0, 50.0])                              # one labelled keypoint
+    def logits_at(x, y):
+        lx = torch.full((1, 2 * 15, head.bins), -20.0)
+        ly = lx.clone()
+        lx[..., int((x + 0.5) * 2)] = 0.0
+        ly[..., int((y + 0.5) * 2)] = 0.0
+        return lx, ly
+    src = torch.tensor([1])
+    at, off = head.loss(logits_at(40, 50), target, src), head.loss(logits_at(44, 50), target, src)
+    assert at < off
+    nothing = head.loss(logits_at(40, 50), torch.full((1, 30), float("nan")), src)
+    assert float(nothing) == 0.0
 
 
 def test_source_picks_its_own_output():

@@ -118,3 +118,14 @@ def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_p
     cv = run_cv(cfg_all, progress=False)
     assert [r["epochs_run"] for r in cv["fold_results"]] == [saved.epochs] * 2
     assert "as resolved when" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("head", ["fpn4", "simcc"])
+def test_every_new_head_learns_on_practice_faces(practice_dir, tmp_path, head):
+    """Trained through the normal run_cv path (masked loss, source-aware outputs, flip augmentation and TTA),
+    each head ends well below the mean keypoint on the held-out fold."""
+    cfg = make_config(preset="quick", overrides=TINY + [f"head={head}", "train_folds=0", "epochs=8", "aug=0.5"],
+                      data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    cv = run_cv(cfg, progress=False)
+    assert cv["cv_rmse_tta"] <= 0.8 * cv["mean_keypoint_rmse"], (head, cv["cv_rmse_tta"], cv["mean_keypoint_rmse"])
+    assert np.isfinite(cv["tta_flip_const"])
