@@ -80,3 +80,15 @@ def test_fkd_runs_lists_every_run_best_first(tmp_path, capsys):
     assert [ln.split()[0] for ln in lines] == ["better", "worse", "unfinished"]
     assert "kaggle.com (1.9500)" in lines[0] and "4/4" in lines[0] and "10.0" in lines[0]
     assert "0/4" in lines[2]
+
+
+@pytest.mark.parametrize("field,typo,suggestion", [("model", "resnet81", "resnet18"), ("scheduler", "cosin", "cosine"),
+                                                  ("head", "fpn", "fpn4")])
+def test_names_are_checked_before_anything_is_written(practice_dir, tmp_path, field, typo, suggestion, capsys):
+    from fkd.cli import main
+    with pytest.raises(FkdError, match=f"unknown {field} '{typo}' \\(did you mean '{suggestion}'\\?\\)"):
+        make_config(overrides=[f"{field}={typo}"])
+    code = main(["train", "--data-dir", str(practice_dir), "--set", f"{field}={typo}",
+                 "--set", f"runs_dir={tmp_path / 'runs'}"])
+    assert code == 2 and f"did you mean '{suggestion}'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()                                # no config.yaml, no run folder
