@@ -50,7 +50,8 @@ def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def sweep(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     gone = []
     for p in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
         m = TEMP.match(p.name)
-        if m and m["host"] == HOST and not _alive(int(m["pid"])):
+        if m and m["host"] == HOST and not alive(int(m["pid"])):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 gone.append(p)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import socket
 import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from . import atomic
 
 
 
@@ -55,20 +56,10 @@ def to_input(images: torch.Tensor, dev: torch.device, channels_last: bool) -> to
 TRAINERS = Path(tempfile.gettempdir()) / "fkd-trainers"   # one file per fkd process training right now
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def register_trainer() -> None:
     """Say that this process trains (until it exits), so that other fkd processes share the cores with it."""
     TRAINERS.mkdir(parents=True, exist_ok=True)
-    me = TRAINERS / f"{socket.gethostname()}-{os.getpid()}"
+    me = TRAINERS / f"{atomic.HOST}-{os.getpid()}"
     if not me.exists():
         me.touch()
         atexit.register(me.unlink, missing_ok=True)
@@ -82,14 +73,13 @@ def fair_threads(requested: int = 0) -> int:
     if requested:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    host = socket.gethostname()
     live = 0
-    for f in TRAINERS.glob(f"{host}-*") if TRAINERS.is_dir() else []:
+    for f in TRAINERS.glob(f"{atomic.HOST}-*") if TRAINERS.is_dir() else []:
         try:
             pid = int(f.name.rsplit("-", 1)[1])
         except ValueError:
             continue
-        if _alive(pid):
+        if atomic.alive(pid):
             live += 1
         else:
             f.unlink(missing_ok=True)   # a killed trainer's file

@@ -48,7 +48,7 @@ def test_trainers_share_the_cores(tmp_path, monkeypatch):
     other = subprocess.Popen(["sleep", "30"])                   # a second fkd trainer, alive
     dead = subprocess.Popen(["true"])
     dead.wait()                                                 # and a killed one's leftover file
-    host = __import__("socket").gethostname()
+    host = __import__("fkd.atomic").atomic.HOST
     try:
         (tmp_path / "trainers" / f"{host}-{other.pid}").touch()
         (tmp_path / "trainers" / f"{host}-{dead.pid}").touch()
