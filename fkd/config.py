@@ -199,9 +199,12 @@ def make_config(preset: str | None = None, config_file: str | None = None, overr
         raise FkdError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = apply(PRESETS[preset], {"preset": preset}, f"preset {preset}")
     values = apply(file_values, values, str(config_file))
-    values = apply(overrides if isinstance(overrides, dict) else parse_sets(list(overrides)), values, "--set")
+    sets = overrides if isinstance(overrides, dict) else parse_sets(list(overrides))
+    values = apply(sets, values, "--set")
     values = apply(kw, values, "config")
     values["preset"] = preset
+    if values.get("model") == "baseline" and not any("head" in d for d in (file_values, sets, kw)):
+        values["head"] = "flatten"   # BaselineNet has its own head: a preset's head for timm backbones does not apply
     cfg = Config(**values)
     validate(cfg)
     return cfg
