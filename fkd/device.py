@@ -53,16 +53,20 @@ def to_input(images: torch.Tensor, dev: torch.device, channels_last: bool) -> to
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-TRAINERS = Path(tempfile.gettempdir()) / "fkd-trainers"   # one file per fkd process training right now
+# one file per fkd process of this user training right now (per user: another user's folder is not writable)
+TRAINERS = Path(tempfile.gettempdir()) / f"fkd-trainers-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
 def register_trainer() -> None:
     """Say that this process trains (until it exits), so that other fkd processes share the cores with it."""
-    TRAINERS.mkdir(parents=True, exist_ok=True)
     me = TRAINERS / f"{atomic.HOST}-{os.getpid()}"
-    if not me.exists():
-        me.touch()
-        atexit.register(me.unlink, missing_ok=True)
+    try:
+        TRAINERS.mkdir(parents=True, exist_ok=True)
+        if not me.exists():
+            me.touch()
+            atexit.register(me.unlink, missing_ok=True)
+    except OSError:
+        pass   # an unwritable temp folder only costs the sharing, never the run
 
 
 def fair_threads(requested: int = 0) -> int:
