@@ -57,7 +57,7 @@ class Destination:
 
     @property
     def local(self) -> bool:
-        return self.name != ledger.KAGGLE
+        return ledger.is_local(self.name)
 
 
 def _downloaded_test_hash(name: str) -> str | None:
@@ -451,10 +451,9 @@ def _made_from(file: Path, row: dict) -> str | None:
         return None
 
 
-def check_destination(file: Path, row: dict) -> Destination:
-    """The destination in use, once it is clear the file belongs there: not already sent elsewhere and not
-    predicted from another test set. Raises FkdError (one line) otherwise; nothing is sent."""
-    there = destination()
+def check_destination(file: Path, row: dict, there: Destination) -> Destination:
+    """`there` (the destination in use), once it is clear the file belongs there: not already sent elsewhere and
+    not predicted from another test set. Raises FkdError (one line) otherwise; nothing is sent."""
     sent_to = row.get("destination")
     if sent_to and sent_to != there.name and row.get("status") in ("pending", "submitted"):
         raise FkdError(f"{file.name} was sent to {sent_to}, not {there.name}: settle it there "
@@ -466,8 +465,9 @@ def check_destination(file: Path, row: dict) -> Destination:
     return there
 
 
-def upload(file: str | Path, timeout: float = 600.0) -> dict:
-    """Submit `file` exactly once, wait for its score, record everything in the ledger."""
+def upload(file: str | Path, timeout: float = 600.0, there: Destination | None = None) -> dict:
+    """Submit `file` exactly once to `there` (default: the destination in use), wait for its score, record
+    everything in the ledger."""
     file = Path(file)
     if not file.is_file():
         raise FkdError(f"{file}: no such submission file")
@@ -478,7 +478,7 @@ def upload(file: str | Path, timeout: float = 600.0) -> dict:
         print(f"{file.name} was already submitted to {row.get('destination') or ledger.UNKNOWN} (ref {row['ref']}); "
               "not submitting it twice")
         return row
-    there = check_destination(file, row)
+    there = check_destination(file, row, there or destination())   # callers that know it save a request
     uid = row.get("uid") or uuid.uuid4().hex[:12]
     cv = row.get("cv_rmse")
     desc = f"fkd run={row.get('run') or file.stem} cv={'%.4f' % cv if cv is not None else 'na'} uid={uid}"
@@ -543,7 +543,7 @@ def upload_pending(timeout: float = 600.0) -> list[dict]:
                                          "its destination is unknown (recorded before fkd kept destinations); "
                                          f"`fkd upload {r['file']}` sends it to {there.name} after checking its data"))
             continue
-        out.append(upload(r["file"], timeout=timeout))
+        out.append(upload(r["file"], timeout=timeout, there=there))
     return out
 
 

@@ -31,9 +31,7 @@ def unfinished_submission(cfg, there) -> str | None:
 
     rows = ledger.rows(where="WHERE run = ? AND tta = ? AND competition = ? AND status IN ('local', 'pending', "
                              "'submitted')", args=(cfg.run_name(), int(cfg.tta), COMP.slug))
-    rows = [r for r in rows if r.get("destination") == there.name
-            or (not r.get("destination") and r.get("status") == "local" and there.test_hash
-                and r.get("test_hash") == there.test_hash)]
+    rows = ledger.for_destination(rows, there.name, there.test_hash)
     return next((r["file"] for r in reversed(rows) if Path(r["file"]).is_file()), None)
 
 
@@ -98,7 +96,7 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
             info = predict_run(cfg.run_dir(), tta=cfg.tta)
             print(f"      wrote {info['file']}")
         print(f"[4/4] upload to {kaggle.where()} and wait for the score", flush=True)
-        row = kaggle.upload(info["file"], timeout=timeout)
+        row = kaggle.upload(info["file"], timeout=timeout, there=there)
     finally:
         if srv is not None:
             srv.shutdown()

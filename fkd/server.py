@@ -406,7 +406,6 @@ class CompetitionState:
 
     def competitions(self, team: str) -> list[dict]:
         """The catalogue ListCompetitions searches: the served competition, then a few others (listed only)."""
-        ids = self.team_ids()
         board = [r["teamName"] for r in self.leaderboard()]
         with self.lock:
             teams = self.db.execute("SELECT COUNT(DISTINCT team) FROM submissions WHERE reference = 0").fetchone()[0]
@@ -417,7 +416,7 @@ class CompetitionState:
                 "evaluationMetric": "RMSE", "hostName": "", "segment": "HOST_SEGMENT_GETTING_STARTED",
                 "dateCreated": "2013-05-07T00:00:00Z", "enabledDate": "2013-05-07T00:00:00Z",
                 "submissionsDisabled": False}
-        if team in ids and team in board:
+        if team in board:
             ours["userRank"] = board.index(team) + 1
         return [ours] + [dict(c, userHasEntered=False) for c in OTHER_COMPETITIONS]
 
@@ -530,8 +529,8 @@ class Handler(BaseHTTPRequestHandler):
         if m:
             return self._file(self.state.leaderboard_zip(private=m.group(1) == "private"))
         m = re.fullmatch(r"/files/submissions/([0-9a-f]{24})/[^/]+", path)   # the token signs the URL
-        if m and self.state.upload_path(m.group(1)) is not None:
-            return self._file(self.state.upload_path(m.group(1)))
+        if m and (upload := self.state.upload_path(m.group(1))) is not None:
+            return self._file(upload)
         if path in ("/", "/health"):
             return self._json(200, self.state.describe())
         self._error(404, f"no such route: GET {path}")

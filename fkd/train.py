@@ -105,7 +105,7 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
 
     No step waits for the device: the running error is summed on the device and read back only for the
     progress bar every POSTFIX_EVERY steps and once at the end. The phases are marked for torch.profiler
-    (benchmarks/profile.py); the marks cost nothing when no profiler runs.
+    (benchmarks/epoch_profile.py); the marks cost nothing when no profiler runs.
     """
     from torch.profiler import record_function
     from tqdm.auto import tqdm
@@ -142,7 +142,8 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
                 ema.update(model, step=step)
         with record_function("metrics"), torch.no_grad():
             m = torch.isfinite(kp)
-            sum_sq += ((out["preds"].float() - torch.nan_to_num(kp)) ** 2)[m].sum()
+            # torch.where, not a boolean index: indexing by a mask waits for the device to count it
+            sum_sq += torch.where(m, (out["preds"].float() - torch.nan_to_num(kp)) ** 2, 0.0).sum()
             n_val += m.sum()
         n_img += len(imgs)
         if progress and step % POSTFIX_EVERY == 0:

@@ -44,6 +44,37 @@ def trained_run(practice_dir, tmp_path_factory):
     return cfg, run_cv(cfg, progress=False)
 
 
+KEY = "s3cr3t-api-key-0123456789"
+
+
+@pytest.fixture
+def server(practice_dir, tmp_path, monkeypatch):
+    """`fkd serve` on the practice faces, a free port, user alice; fkd's endpoint setting aims at it."""
+    from fkd.server import serve_in_thread
+
+    srv, url = serve_in_thread(practice_dir, port=0, state_dir=tmp_path / "state", users={"alice": KEY},
+                               score_delay=0.2)
+    monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def noisy_submission(practice_dir, path, noise=1.0, seed=0, drop=0):
+    """The solution with a fixed pattern of errors (±noise px), written as a submission CSV."""
+    import pandas as pd
+
+    sol = pd.read_csv(practice_dir / "solution.csv")
+    rng = pd.Series(range(len(sol))).sample(frac=1, random_state=seed).index
+    sol["Location"] = sol.Location + noise * ((rng % 7) - 3) / 3
+    sol.iloc[: len(sol) - drop].to_csv(path, index=False)
+    return Path(path)
+
+
 @pytest.fixture
 def practice_copy(practice_dir, tmp_path) -> Path:
     """A private copy a test may damage."""

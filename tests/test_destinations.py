@@ -13,7 +13,7 @@ from fkd.errors import FkdError
 from fkd.practice import make_practice
 from fkd.server import serve_in_thread, served_identity
 
-from test_kaggle import noisy_submission
+from conftest import noisy_submission
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def made_from(csv: Path, comp_dir: Path) -> Path:
 
 
 def test_the_server_names_itself_by_what_it_serves(two_servers, practice_dir, other_dir, monkeypatch):
-    (a, url_a), (b, url_b) = two_servers["A"], two_servers["B"]
+    a, url_a = two_servers["A"]
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
     there = kaggle.destination()
     assert there.name == served_identity(practice_dir) == a.state.identity and there.local
@@ -93,7 +93,7 @@ def test_every_upload_records_its_destination_and_scores_keep_them_apart(two_ser
 def test_leaderboard_ranks_only_scores_from_its_own_board(two_servers, practice_dir, other_dir, tmp_path,
                                                           monkeypatch, capsys):
     from fkd.cli import main
-    (a, url_a), (b, url_b) = two_servers["A"], two_servers["B"]
+    url_a, url_b = two_servers["A"][1], two_servers["B"][1]
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
     kaggle.upload(made_from(noisy_submission(practice_dir, tmp_path / "great.csv", noise=0.01), practice_dir))
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_b)
@@ -110,7 +110,7 @@ def test_leaderboard_ranks_only_scores_from_its_own_board(two_servers, practice_
 
 def test_a_csv_made_from_other_data_is_never_sent(two_servers, practice_dir, other_dir, tmp_path, monkeypatch,
                                                   capsys):
-    (a, url_a), (b, url_b) = two_servers["A"], two_servers["B"]
+    b, url_b = two_servers["B"]
     wrong = made_from(noisy_submission(practice_dir, tmp_path / "practice-made.csv"), practice_dir)
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_b)
     with pytest.raises(FkdError, match="predicted from other data .* not sent"):

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from fkd import kaggle, ledger
@@ -15,31 +14,7 @@ from fkd.errors import FkdError
 from fkd.metric import score_files
 from fkd.server import serve_in_thread
 
-from conftest import unavailable
-
-KEY = "s3cr3t-api-key-0123456789"
-
-
-@pytest.fixture
-def server(practice_dir, tmp_path, monkeypatch):
-    srv, url = serve_in_thread(practice_dir, port=0, state_dir=tmp_path / "state", users={"alice": KEY},
-                               score_delay=0.2)
-    monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url)
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
-    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
-    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def noisy_submission(practice_dir, path, noise=1.0, seed=0, drop=0):
-    sol = pd.read_csv(practice_dir / "solution.csv")
-    rng = pd.Series(range(len(sol))).sample(frac=1, random_state=seed).index
-    sol["Location"] = sol.Location + noise * ((rng % 7) - 3) / 3
-    sol.iloc[: len(sol) - drop].to_csv(path, index=False)
-    return Path(path)
+from conftest import KEY, noisy_submission, unavailable
 
 
 def test_download_submit_poll_scores_equal_fkd_score(server, practice_dir, tmp_path):

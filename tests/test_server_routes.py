@@ -2,9 +2,7 @@
 client's KaggleApi with fkd's endpoint setting (any port, any user), and the Kaggle-side failures users hit,
 each through `fkd serve --fail` with fkd's one-line message."""
 import dataclasses
-import io
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,11 +11,11 @@ import requests
 from fkd import kaggle, ledger
 from fkd.errors import FkdError
 
-from test_kaggle import KEY, noisy_submission, server  # noqa: F401 - the server fixture
+from conftest import KEY, noisy_submission
 
 
 @pytest.fixture
-def api(server):  # noqa: F811
+def api(server):
     return kaggle.get_api()
 
 
@@ -42,7 +40,7 @@ def test_list_competitions_search_filters_sort_and_pages(api):
         api.competitions_list(category="nonsense")
 
 
-def test_limits_download_submission_team_submissions_and_pages(api, server, practice_dir, tmp_path):  # noqa: F811
+def test_limits_download_submission_team_submissions_and_pages(api, server, practice_dir, tmp_path):
     sub = noisy_submission(practice_dir, tmp_path / "mine.csv", noise=0.5)
     row = kaggle.upload(sub)
     lim = api.competition_get_submission_limits("facial-keypoints-detection")
@@ -61,7 +59,7 @@ def test_limits_download_submission_team_submissions_and_pages(api, server, prac
     assert "RMSE" in ev.content and "IdLookupTable.csv" in ev.content
 
 
-def test_submissions_are_downloadable_only_by_their_team(server, practice_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_submissions_are_downloadable_only_by_their_team(server, practice_dir, tmp_path, monkeypatch):
     row = kaggle.upload(noisy_submission(practice_dir, tmp_path / "mine.csv"))
     monkeypatch.setenv("KAGGLE_USERNAME", "mallory")
     server.state.users["mallory"] = "other-key"
@@ -70,7 +68,7 @@ def test_submissions_are_downloadable_only_by_their_team(server, practice_dir, t
         kaggle.get_api().competition_download_submission(int(row["ref"]), path=str(tmp_path / "x"), quiet=True)
 
 
-def test_leaderboard_pages_and_download_keep_the_full_board(server, practice_dir, tmp_path, capsys):  # noqa: F811
+def test_leaderboard_pages_and_download_keep_the_full_board(server, practice_dir, tmp_path, capsys):
     from fkd.cli import main
     for i, user in enumerate(["u1", "u2", "u3"]):                # more teams than one page of 2 holds
         server.state.users[user] = KEY
@@ -91,7 +89,7 @@ def test_leaderboard_pages_and_download_keep_the_full_board(server, practice_dir
         assert zf.namelist() == ["facial-keypoints-detection-publicleaderboard.csv"]
 
 
-def test_upload_says_the_allowance_and_refuses_at_zero_without_sending(server, practice_dir, tmp_path,  # noqa: F811
+def test_upload_says_the_allowance_and_refuses_at_zero_without_sending(server, practice_dir, tmp_path,
                                                                        capsys):
     server.state.daily_limit = 1
     kaggle.upload(noisy_submission(practice_dir, tmp_path / "a.csv"))
@@ -102,7 +100,7 @@ def test_upload_says_the_allowance_and_refuses_at_zero_without_sending(server, p
     assert len(server.state.list_submissions("alice")) == 1 and ledger.get(second)["status"] == "pending"
 
 
-def test_a_misspelt_slug_is_told_apart_from_unaccepted_rules(server, practice_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_a_misspelt_slug_is_told_apart_from_unaccepted_rules(server, practice_dir, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(kaggle, "COMP", dataclasses.replace(kaggle.COMP, slug="facial-keypoint-detection"))
         with pytest.raises(FkdError, match="knows no competition 'facial-keypoint-detection' "
@@ -114,7 +112,7 @@ def test_a_misspelt_slug_is_told_apart_from_unaccepted_rules(server, practice_di
         kaggle.upload(sub)
 
 
-def test_rate_limits_are_waited_out_for_idempotent_calls_only(server, practice_dir, tmp_path, capsys):  # noqa: F811
+def test_rate_limits_are_waited_out_for_idempotent_calls_only(server, practice_dir, tmp_path, capsys):
     server.state.set_fault("ratelimit", 2)                       # two 429s with Retry-After: 1, then fine
     files = kaggle.download(tmp_path / "dl")
     assert len(files) == 4 and "answered 429; retrying in 1s" in capsys.readouterr().err
@@ -154,7 +152,7 @@ def test_call_never_retries_a_daily_refusal_or_a_creation():
     assert len(tries) == 1 + kaggle.MAX_TRIES
 
 
-def test_a_download_broken_off_midway_resumes_and_leaves_no_half_file(server, tmp_path):  # noqa: F811
+def test_a_download_broken_off_midway_resumes_and_leaves_no_half_file(server, tmp_path):
     server.state.set_fault("reset", 1)                           # the bundle's body stops half way, once
     files = kaggle.download(tmp_path / "dl")
     from fkd.data import load_data
@@ -175,7 +173,7 @@ def test_the_plain_clients_localhost_setting_aims_fkd_at_the_same_server(monkeyp
 
 
 @pytest.mark.parametrize("how", ["env", "file"])
-def test_api_tokens_are_used_and_reported_never_printed(server, practice_dir, tmp_path, monkeypatch,  # noqa: F811
+def test_api_tokens_are_used_and_reported_never_printed(server, practice_dir, tmp_path, monkeypatch,
                                                         capsys, how):
     token = "KGAT_0123456789abcdef0123456789abcdef"
     for v in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
