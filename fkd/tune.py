@@ -6,14 +6,13 @@
 
 The search space is tuning/space.yaml. Storage: an RDB URL (default sqlite:///<abs>/tuning/fkd.db) with
 heartbeats, so a trial whose worker died becomes FAIL; the study is created once before any worker starts.
-Each worker reserves a trial under a lock (a file lock on one machine, a PostgreSQL advisory lock across
-machines) by enqueueing it, then runs it with `study.optimize(n_trials=1)`: the study ends with exactly N
+Each worker takes a trial under a lock (a file lock on one machine, a PostgreSQL advisory lock across
+machines) and runs it with `study.optimize(n_trials=1)`: the study ends with exactly N
 finished (COMPLETE or PRUNED) trials, none duplicated, and a dead worker's trial is replaced.
 Validation RMSE is reported per epoch on the first searched fold; MedianPruner (or Hyperband) prunes.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
@@ -84,29 +83,48 @@ def create_study(name: str, storage_url: str, seed: int, pruner: str = "median")
                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=p, load_if_exists=True)
 
 
-@contextlib.contextmanager
-def study_lock(study_name: str, storage_url: str):
-    """Mutual exclusion between workers: a PostgreSQL advisory lock, else a file lock under tuning/."""
-    if storage_url.startswith("postgresql"):
-        import sqlalchemy
+class StudyLock:
+    """Mutual exclusion between workers: a PostgreSQL advisory lock, else a file lock under tuning/.
 
-        key = int(hashlib.sha1(study_name.encode()).hexdigest()[:15], 16)
-        eng = sqlalchemy.create_engine(storage_url)
-        with eng.connect() as c:
-            c.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                c.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        eng.dispose()
-        return
-    TUNING.mkdir(exist_ok=True)
-    with open(TUNING / f".{study_name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    `release()` is idempotent and may come before the `with` block ends: a worker takes its trial under the lock
+    and lets go the moment the trial exists (the objective's first step), not after training it."""
+
+    def __init__(self, study_name: str, storage_url: str):
+        self.study_name, self.storage_url, self._release = study_name, storage_url, None
+
+    def __enter__(self) -> "StudyLock":
+        if self.storage_url.startswith("postgresql"):
+            import sqlalchemy
+
+            key = int(hashlib.sha1(self.study_name.encode()).hexdigest()[:15], 16)
+            eng = sqlalchemy.create_engine(self.storage_url)
+            conn = eng.connect()
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+
+            def release():
+                try:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                finally:
+                    conn.close()
+                    eng.dispose()
+        else:
+            TUNING.mkdir(exist_ok=True)
+            f = open(TUNING / f".{self.study_name}.lock", "w")
+            fcntl.flock(f, fcntl.LOCK_EX)
+
+            def release():
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+        self._release = release
+        return self
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release:
+            release()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def make_objective(base: Config, space: dict, study_name: str):
@@ -136,8 +154,14 @@ def make_objective(base: Config, space: dict, study_name: str):
 
 
 def run_worker(base: Config, study_name: str, storage_url: str, n_trials: int, timeout: float | None,
-               space: dict) -> int:
-    """Run trials until the study holds n_trials finished ones (or the timeout passes); returns trials run."""
+               space: dict, objective=None) -> int:
+    """Run trials until the study holds n_trials finished ones (or the timeout passes); returns trials run.
+
+    Under the study lock a worker counts the trials, and if a slot is free, creates its trial (`study.ask` inside
+    `optimize`, which also takes a trial someone enqueued); the objective's first step lets the lock go. Taking the
+    trial outside the lock is not safe on SQLite, which has no row locks: two workers popping the same enqueued
+    trial both got it, and the trial the other had enqueued waited for ever while every worker counted it busy
+    (a CI run hung so; tests/test_tune.py::test_workers_never_share_a_trial)."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -145,29 +169,36 @@ def run_worker(base: Config, study_name: str, storage_url: str, n_trials: int, t
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage_url),
                               sampler=optuna.samplers.TPESampler(seed=base.seed + os.getpid() % 997))
-    objective = make_objective(base, space, study_name)
+    objective = objective or make_objective(base, space, study_name)
     atomic.sweep(TUNING)  # plots and checkpoints a killed worker was writing (its trial ended FAIL, never rerun)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    worker = f"{atomic.HOST}-{os.getpid()}"
     t0, ran, failures = time.time(), 0, 0
     while timeout is None or time.time() - t0 < timeout:
-        with study_lock(study_name, storage_url):
+        with StudyLock(study_name, storage_url) as lock:
             optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in finished for t in trials)
             busy = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
             if done >= n_trials:
                 break
-            reserve = done + busy < n_trials
-            if reserve:
-                study.enqueue_trial({}, user_attrs={"reserved_by": os.getpid()})
-        if not reserve:
-            time.sleep(2.0)                  # others hold the remaining slots; one may die and free it
-            continue
-        study.optimize(objective, n_trials=1, catch=(FkdError,),
-                       callbacks=[MaxTrialsCallback(n_trials, states=finished)])
+            if done + busy >= n_trials:
+                lock.release()
+                time.sleep(2.0)              # others hold the remaining slots; one may die and free it
+                continue
+            mine: list[int] = []
+
+            def run(trial):
+                mine.append(trial.number)
+                trial.set_user_attr("worker", worker)
+                lock.release()
+                return objective(trial)
+
+            study.optimize(run, n_trials=1, catch=(FkdError,),
+                           callbacks=[MaxTrialsCallback(n_trials, states=finished)])
         ran += 1
-        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reserved_by") == os.getpid()]
-        failures = failures + 1 if mine and mine[-1].state == TrialState.FAIL else 0
+        state = next((t.state for t in study.get_trials(deepcopy=False) if mine and t.number == mine[0]), None)
+        failures = failures + 1 if state == TrialState.FAIL else 0
         if failures >= 3:
             raise FkdError(f"study {study_name!r}: three trials in a row failed; see the messages above")
     return ran
