@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fkd import runfiles
-from fkd.config import PRESETS, make_config
+from fkd.config import PRESETS, make_config, training_fields
 from fkd.data import load_data, load_training_data
 from fkd.errors import FkdError
 
@@ -22,6 +22,18 @@ def test_text_fields_take_words_yaml_would_read_as_booleans(tmp_path):
     assert make_config(overrides=["amp=off"]).amp == "off"
     (tmp_path / "c.yaml").write_text("amp: off\n")
     assert make_config(config_file=str(tmp_path / "c.yaml")).amp == "off"
+
+
+def test_epochs_asked_for_by_name_win_over_the_default_time_budget(tmp_path):
+    cfg = make_config()
+    assert cfg.preset == "default" and cfg.budget_min > 0          # the default fills its minutes here
+    assert "epochs" not in training_fields(cfg)                     # resolved per machine, not in its name
+    assert make_config(overrides=["epochs=3"]).budget_min == 0      # --set epochs=3 means 3 epochs
+    (tmp_path / "c.yaml").write_text("epochs: 5\n")
+    assert make_config(config_file=str(tmp_path / "c.yaml")).budget_min == 0
+    both = make_config(overrides=["epochs=3", "budget_min=5"])       # both named: the budget decides
+    assert both.budget_min == 5 and both.epochs == 3
+    assert make_config(overrides=["budget_min=0"]).epochs == PRESETS["default"]["epochs"]
 
 
 def test_out_of_fold_arrays_round_trip_with_named_fields(tmp_path):
