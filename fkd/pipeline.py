@@ -81,8 +81,9 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
         if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
             from .config import replace
             cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
-        print(f"[2/4] train: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds x "
-              f"{cfg.epochs} epochs); a finished run with this config and data is reused", flush=True)
+        epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
+        print(f"[2/4] train: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds x {epochs}); "
+              "a finished run with this config and data is reused", flush=True)
         cv = run_cv(cfg)
         print(format_cv(cv))
         there = kaggle.destination()
