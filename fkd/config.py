@@ -29,6 +29,8 @@ class Config:
     model: str = "resnet18"        # a name from fkd.models.MODELS, or any timm backbone
     head: str = "flatten"          # timm backbones, a name from fkd.models.HEADS: flatten (keeps the 3x3 map),
                                    # fpn4 (stride-4 heatmaps, soft-argmax), simcc (sub-pixel bins), heatmap, pool
+    output_stride: int = 0         # timm backbones: 16 or 8 dilates the last stages so the final map is 6x6 or
+                                   # 12x12 at 96 px instead of 3x3 (flatten, pool, simcc heads); 0 = its own (32)
     weights: str = ""              # optional local pretrained weights for a timm backbone (.pth/.safetensors)
     dropout: float = 0.1           # the one default, for every model (BaselineNet's published figures used it)
     source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
@@ -91,7 +93,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 
 # Fields added after runs existed: at these values they are left out of the fingerprint, so every run made
 # before them keeps its name and is still found, resumed and reused.
-ADDED_LATER = {"split_seed": -1, "budget_min": 0.0}
+ADDED_LATER = {"split_seed": -1, "budget_min": 0.0, "output_stride": 0}
 
 
 def training_fields(cfg: Config) -> dict:
@@ -266,6 +268,9 @@ def check_names(cfg: Config) -> None:
     if cfg.model == "baseline" and cfg.head != "flatten":
         raise FkdError(f"bad config: model baseline has its own fully connected head; head={cfg.head} needs a timm "
                        "backbone (e.g. --set model=resnet18)")
+    if cfg.output_stride and (cfg.model == "baseline" or cfg.head in ("heatmap", "fpn4")):
+        raise FkdError(f"bad config: output_stride={cfg.output_stride} is for a timm backbone with the flatten, pool "
+                       f"or simcc head (head={cfg.head} chooses its own strides); --set output_stride=0")
     if not is_model(cfg.model):
         raise FkdError(f"bad config: unknown model {cfg.model!r}{_suggest(cfg.model, MODELS)}; use one of "
                        f"{', '.join(MODELS)} or a timm backbone name (timm.list_models())")

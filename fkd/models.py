@@ -351,11 +351,12 @@ HEADS: dict[str, Callable] = {
 
 
 def build_timm(name: str, head: str = "flatten", dropout: float = 0.1, source_aware: bool = True,
-               loss: str = "mse", weights: str = "", **_) -> KeypointModel:
+               loss: str = "mse", weights: str = "", output_stride: int = 0, **_) -> KeypointModel:
     if head not in HEADS:
         from .errors import FkdError
         raise FkdError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, _timm_kw(weights))
+    kw = _timm_kw(weights) | ({"output_stride": output_stride} if output_stride else {})
+    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, kw)
     return KeypointModel(body, h, source_aware, loss)
 
 
@@ -390,7 +391,7 @@ def is_model(name: str) -> bool:
 def create_from_config(cfg) -> KeypointModel:
     """The model a Config describes (untrained): what training builds and prediction loads weights into."""
     return create_model(cfg.model, head=cfg.head, dropout=cfg.dropout, source_aware=cfg.source_aware,
-                        loss=cfg.loss, weights=cfg.weights)
+                        loss=cfg.loss, weights=cfg.weights, output_stride=cfg.output_stride)
 
 
 def create_model(name: str, **kw) -> KeypointModel:

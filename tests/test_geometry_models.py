@@ -100,6 +100,31 @@ def test_every_model_builds(name, head):
     assert torch.isfinite(out["preds"]).all() and torch.isfinite(out["loss"])
 
 
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0"])
+@pytest.mark.parametrize("head", ["flatten", "simcc"])
+def test_a_finer_output_stride_keeps_a_larger_final_map(name, head):
+    """output_stride=16 dilates the last stage: the 96 px face ends as a 6x6 map instead of 3x3, and the heads
+    size themselves from it."""
+    from fkd.config import make_config
+    from fkd.models import create_from_config
+    cfg = make_config(overrides=[f"model={name}", f"head={head}", "output_stride=16"])
+    m = create_from_config(cfg).eval()
+    with torch.no_grad():
+        assert m.body(torch.zeros(1, 1, 96, 96)).shape[-2:] == (6, 6)
+        out = m(torch.rand(2, 1, 96, 96), torch.tensor([0, 1]), torch.rand(2, 30) * 96)
+    assert out["preds"].shape == (2, 30) and torch.isfinite(out["loss"])
+    assert cfg.fingerprint() != make_config(overrides=[f"model={name}", f"head={head}"]).fingerprint()
+
+
+def test_output_stride_is_refused_where_the_head_chooses_its_own():
+    from fkd.config import make_config
+    from fkd.errors import FkdError
+    with pytest.raises(FkdError, match="output_stride=16 is for a timm backbone"):
+        make_config(overrides=["head=fpn4", "output_stride=16"])
+    with pytest.raises(FkdError, match="output_stride"):
+        make_config(overrides=["model=baseline", "output_stride=16"])
+
+
 def test_heatmap_and_simcc_decoders_share_one_convention_and_mirror_about_95():
     """Encoding and decoding agree (cell i of a stride-s map is centred at (i + 0.5) s - 0.5) and a mirrored map
     decodes to the mirrored point about W - 1 = 95: flip TTA un-flips decoded points with the run's fitted
