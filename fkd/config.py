@@ -260,7 +260,7 @@ def check_names(cfg: Config) -> None:
     if cfg.scheduler not in SCHEDULERS:
         raise FkdError(f"bad config: unknown scheduler {cfg.scheduler!r}{_suggest(cfg.scheduler, SCHEDULERS)}; "
                        f"choose one of {', '.join(SCHEDULERS)}")
-    from .models import HEADS, MODELS, is_model
+    from .models import HEADS, MODELS, OWN_STRIDES, is_model
 
     if cfg.head not in HEADS:
         raise FkdError(f"bad config: unknown head {cfg.head!r}{_suggest(cfg.head, HEADS)}; choose one of "
@@ -268,7 +268,7 @@ def check_names(cfg: Config) -> None:
     if cfg.model == "baseline" and cfg.head != "flatten":
         raise FkdError(f"bad config: model baseline has its own fully connected head; head={cfg.head} needs a timm "
                        "backbone (e.g. --set model=resnet18)")
-    if cfg.output_stride and (cfg.model == "baseline" or cfg.head in ("heatmap", "fpn4")):
+    if cfg.output_stride and (cfg.model == "baseline" or cfg.head in OWN_STRIDES):
         raise FkdError(f"bad config: output_stride={cfg.output_stride} is for a timm backbone with the flatten, pool "
                        f"or simcc head (head={cfg.head} chooses its own strides); --set output_stride=0")
     if not is_model(cfg.model):

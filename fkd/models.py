@@ -292,10 +292,12 @@ class SimCCHead(nn.Module):
         return total / 2
 
 
-def _timm_kw(weights: str) -> dict:
+def _timm_kw(weights: str, output_stride: int = 0) -> dict:
     kw = dict(pretrained=bool(weights), in_chans=1)
     if weights:
         kw["pretrained_cfg_overlay"] = dict(file=str(weights))
+    if output_stride:
+        kw["output_stride"] = output_stride
     return kw
 
 
@@ -348,6 +350,7 @@ HEADS: dict[str, Callable] = {
     "fpn4": _head_fpn4,         # FPN decoder to stride 4, heatmaps, soft-argmax (integral regression)
     "simcc": _head_simcc,       # SimCC: x and y as classification over half-pixel bins
 }
+OWN_STRIDES = {"heatmap", "fpn4"}   # heads that set the backbone's strides themselves (no output_stride)
 
 
 def build_timm(name: str, head: str = "flatten", dropout: float = 0.1, source_aware: bool = True,
@@ -355,8 +358,7 @@ def build_timm(name: str, head: str = "flatten", dropout: float = 0.1, source_aw
     if head not in HEADS:
         from .errors import FkdError
         raise FkdError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    kw = _timm_kw(weights) | ({"output_stride": output_stride} if output_stride else {})
-    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, kw)
+    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, _timm_kw(weights, output_stride))
     return KeypointModel(body, h, source_aware, loss)
 
 
