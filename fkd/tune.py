@@ -161,7 +161,7 @@ def run_worker(base: Config, study_name: str, storage_url: str, n_trials: int, t
     `optimize`, which also takes a trial someone enqueued); the objective's first step lets the lock go. Taking the
     trial outside the lock is not safe on SQLite, which has no row locks: two workers popping the same enqueued
     trial both got it, and the trial the other had enqueued waited for ever while every worker counted it busy
-    (a CI run hung so; tests/test_tune.py::test_workers_never_share_a_trial)."""
+    (a CI run hung so; tests/test_study_lock.py)."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
