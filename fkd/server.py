@@ -45,6 +45,8 @@ MAX_UPLOAD = 64 * 1024 * 1024
 MAX_JSON = 1024 * 1024
 MAX_CLIENTS = 32        # connections served at once; more get 503 at once instead of a thread each
 CLIENT_TIMEOUT = 20.0   # seconds a connection may sit idle (a slow or stalled client) before it is dropped
+LISTEN_BACKLOG = 512    # connections the kernel holds until accepted; socketserver's 5 overflows under a burst
+                        # (Linux then drops handshakes, and a client waits out SYN/data retries of many seconds)
 DATA_FILES = ("training.zip", "training.csv", "test.zip", "test.csv", COMP.files["lookup"], COMP.files["sample"])
 
 SCHEMA = """
@@ -725,12 +727,14 @@ def make_server(comp_dir: str | Path, port: int = 8765, state_dir: str | Path | 
 
 
 class BoundedServer(ThreadingHTTPServer):
-    """Loopback only, at most MAX_CLIENTS connections at once (the rest get a 503 and are closed), idle
+    """Loopback only, at most MAX_CLIENTS connections at once (the rest get a 503 and are closed), a listen
+    backlog deep enough that a burst is accepted and answered rather than left in SYN retries, idle
     connections dropped after CLIENT_TIMEOUT; `errors` counts requests whose handler crashed (the abuse tests
     require 0)."""
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, *a, max_clients: int = MAX_CLIENTS, **kw):
         super().__init__(*a, **kw)

@@ -53,6 +53,21 @@ def api(method: str, obj, auth: bool = True, raw_body: bytes | None = None) -> b
     return request("POST", API + method, body, {"Authorization": AUTH} if auth else {})
 
 
+def listen_overflows() -> int | None:
+    """Linux's count of connections dropped because a listen queue was full (this network namespace), or None
+    where /proc/net/netstat is not there. A rise during the burst means clients sat in SYN retries (up to tens
+    of seconds) instead of being accepted and answered: the server's backlog is too short."""
+    try:
+        lines = open("/proc/net/netstat").read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(row["ListenOverflows"]) if "ListenOverflows" in row else None
+    return None
+
+
 def bad_requests(rng: random.Random) -> list[tuple[str, bytes, dict]]:
     """(name, raw request, options) for every kind of malformed request; all must get a 4xx."""
     c = {"competitionName": SLUG}
@@ -131,12 +146,18 @@ def abuse(srv, seed: int = 0, clients: int = 120, stalled: int = 4) -> dict:
         codes[i] = raw(port, health if i % 2 else api("ListSubmissions", {"competitionName": SLUG}), timeout=30)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    overflows = listen_overflows()
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
     tally["concurrent_seconds"] = round(time.monotonic() - t0, 2)
+    if overflows is not None:
+        tally["listen_overflows"] = listen_overflows() - overflows
+        if tally["listen_overflows"]:
+            wrong.append(f"the listen queue overflowed {tally['listen_overflows']} times during the burst "
+                         f"(clients left in SYN retries instead of an answer)")
     for i, c in enumerate(codes):
         note(f"concurrent_{i}", c, {200, 503})
     tally["concurrent_503"] = sum(c == 503 for c in codes)
