@@ -41,7 +41,8 @@ class Augmenter:
         self.pipeline = build_pipeline(strength) if strength > 0 else None
 
     def __call__(self, image: np.ndarray, kp: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """image (96, 96) uint8, kp (30,) float32 NaN = missing -> augmented copies."""
+        """image (96, 96) uint8, kp (30,) float32 NaN = missing -> augmented copies. kp may also be (k, 30):
+        k label sets of the same face (real and teacher labels), moved by the same transform."""
         rng = np.random.default_rng(seed)
         kp = kp.astype(np.float32)
         if rng.random() < self.flip_p:
@@ -49,13 +50,13 @@ class Augmenter:
             kp = flip_keypoints(kp, self.flip_const)
         if self.pipeline is not None:
             self.pipeline.set_random_seed(int(rng.integers(2**31)))
-            pts = np.clip(kp.reshape(15, 2), 0, S - 1e-3)  # albumentations refuses x == 96.0 exactly
+            pts = np.clip(kp.reshape(-1, 2), 0, S - 1e-3)  # albumentations refuses x == 96.0 exactly
             out = self.pipeline(image=image, keypoints=pts)
             image = out["image"]
-            k = np.asarray(out["keypoints"], np.float32).reshape(15, -1)[:, :2].copy()
-            k[~np.isfinite(kp.reshape(15, 2)).all(1)] = np.nan
-            kp = k.reshape(30)
+            k = np.asarray(out["keypoints"], np.float32).reshape(len(pts), -1)[:, :2].copy()
+            k[~np.isfinite(kp.reshape(-1, 2)).all(1)] = np.nan
+            kp = k.reshape(kp.shape)
         outside = (kp < 0) | (kp >= S)
         kp = kp.copy()
-        kp.reshape(15, 2)[outside.reshape(15, 2).any(1)] = np.nan  # left the image: masked, not dropped
+        kp.reshape(-1, 2)[outside.reshape(-1, 2).any(1)] = np.nan  # left the image: masked, not dropped
         return image, kp

@@ -67,6 +67,11 @@ class Config:
     workers: int = -1              # data loader workers, -1 = sized to the machine
     threads: int = 0               # torch threads; 0 = the cores split between the fkd runs training now
     limit_train: int = 0           # train on a seeded random sample of N rows (tests, smoke runs); 0 = all
+    # teacher labels: a finished run on the same data and split fills every value the fully labelled source's
+    # outputs have no label for (its fold k predicts the student's fold-k training rows, so it never saw fold
+    # k's validation rows), learned at a lower weight (fkd/teacher.py)
+    teacher: str = ""              # the teacher run: a name in runs_dir or a run folder; empty = off
+    teacher_weight: float = 0.5    # the teacher labels' loss weight, relative to the real labels' loss
 
     def fold_seed(self) -> int:
         """The seed of the data split (folds, limit_train rows): split_seed, or seed where it is -1."""
@@ -93,7 +98,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 
 # Fields added after runs existed: at these values they are left out of the fingerprint, so every run made
 # before them keeps its name and is still found, resumed and reused.
-ADDED_LATER = {"split_seed": -1, "budget_min": 0.0, "output_stride": 0}
+ADDED_LATER = {"split_seed": -1, "budget_min": 0.0, "output_stride": 0, "teacher": "", "teacher_weight": 0.5}
 
 
 def training_fields(cfg: Config) -> dict:
@@ -233,6 +238,7 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
         (0 <= cfg.ema < 1, "ema must be in [0, 1)"),
         (cfg.aug >= 0, "aug must be >= 0"),
+        (cfg.teacher_weight >= 0, "teacher_weight must be >= 0"),
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),
         (cfg.amp in ("auto", "bf16", "off"), "amp must be auto|bf16|off"),

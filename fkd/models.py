@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .competition import COMP
+from .data import FULL
 from .device import autocast, to_input
 from .keypoints import flip_keypoints_torch
 
@@ -68,7 +69,10 @@ class KeypointModel(nn.Module):
         if hasattr(self.head, "init_output"):
             self.head.init_output(mean if self.source_aware else mean.mean(0, keepdim=True))
 
-    def forward(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor | None = None) -> dict:
+    def forward(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor | None = None,
+                teacher: torch.Tensor | None = None, teacher_weight: float = 0.0) -> dict:
+        """preds (B, 30) pixels of each image's own source; with a target (B, 30, NaN = unlabelled) the loss too.
+        Teacher labels (B, 30, fkd/teacher.py) train the full-source outputs, weighted by teacher_weight."""
         feats = self.body(x)
         if getattr(self.head, "runs_in_autocast", False):   # a decoder worth bf16; it decodes in fp32 itself
             out = self.head(feats)
@@ -77,15 +81,25 @@ class KeypointModel(nn.Module):
                 out = self.head(feats.float() if torch.is_tensor(feats) else [f.float() for f in feats])
         out, extra = out if isinstance(out, tuple) else (out, None)
         with torch.autocast(x.device.type, enabled=False):
-            out = out.float().view(x.shape[0], -1, N_OUT)                     # (B, S, 30)
+            every = out.float().view(x.shape[0], -1, N_OUT)                   # (B, S, 30)
+            out = every
             if self.source_aware:
                 out = out.gather(1, source.view(-1, 1, 1).expand(-1, 1, N_OUT))  # (B, 1, 30)
             preds = out[:, 0] * HALF + HALF                                    # (B, 30) pixels
             result = {"preds": preds}
             if target is not None:
-                result["loss"] = (self.head.loss(extra, target, source if self.source_aware else None)
-                                  if extra is not None else masked_loss(preds, target, self.loss_kind))
+                result["loss"] = self._loss(extra, preds, target, source)
+            if target is not None and teacher is not None and teacher_weight > 0:
+                k = FULL if self.source_aware else 0                           # the full source's outputs
+                full = torch.full_like(source, k)
+                result["loss"] = result["loss"] + teacher_weight * self._loss(extra, every[:, k] * HALF + HALF,
+                                                                              teacher, full)
         return result
+
+    def _loss(self, extra, preds: torch.Tensor, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        if extra is not None:
+            return self.head.loss(extra, target, source if self.source_aware else None)
+        return masked_loss(preds, target, self.loss_kind)
 
 
 # ------------------------------------------------------------------------------------------ baseline

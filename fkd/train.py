@@ -46,8 +46,8 @@ POSTFIX_EVERY = 20   # steps between progress-bar updates (each one reads the ru
 class FaceDataset(torch.utils.data.Dataset):
     """Training faces with per-sample seeded augmentation; yields uint8 image, keypoints (NaN = masked), source."""
 
-    def __init__(self, images, keypoints, source, aug: Augmenter | None):
-        self.images, self.kp, self.source, self.aug = images, keypoints, source, aug
+    def __init__(self, images, keypoints, source, aug: Augmenter | None, teacher: np.ndarray | None = None):
+        self.images, self.kp, self.source, self.aug, self.teacher = images, keypoints, source, aug, teacher
         self.epoch_seed = 0
 
     def __len__(self):
@@ -55,9 +55,14 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         img, kp = self.images[i], self.kp[i]
+        if self.teacher is not None:   # teacher labels (fkd/teacher.py) move with the face: one transform for both
+            kp = np.stack([kp, self.teacher[i]])
         if self.aug is not None:
             img, kp = self.aug(img, kp, seed=self.epoch_seed * 1_000_003 + i)
-        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(kp.astype(np.float32)), int(self.source[i])
+        item = torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(kp.astype(np.float32)), int(self.source[i])
+        if self.teacher is not None:
+            return item[0], item[1][0], item[2], item[1][1]
+        return item
 
 
 def _worker_init(_):
@@ -122,12 +127,13 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
             batch = next(batches, None)
         if batch is None:
             break
-        imgs, kp, src = batch
+        imgs, kp, src, *teach = batch
         with record_function("data: to device"):
             x = to_input(imgs, dev, cfg.channels_last)
             kp, src = kp.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
+            teach = teach[0].to(dev, non_blocking=True) if teach else None
         with record_function("forward + loss"), autocast(dev, amp):
-            out = model(x, src, kp)
+            out = model(x, src, kp, teacher=teach, teacher_weight=cfg.teacher_weight)
         with record_function("backward"):
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -215,8 +221,14 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
         start, best, best_epoch, bad, history = ck["epoch"] + 1, ck["best"], ck["best_epoch"], ck["bad"], ck["history"]
         print(f"fold {fold}: resuming after epoch {ck['epoch'] + 1}/{cfg.epochs}", flush=True)
 
+    teach = None
+    if cfg.teacher:
+        from .teacher import teacher_labels
+        teach = teacher_labels(cfg, data, folds, fold, dev, amp)
+        print(f"fold {fold}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {cfg.teacher} "
+              f"(weight {cfg.teacher_weight:g})", flush=True)
     ds = FaceDataset(data.images[tr], data.keypoints[tr], data.source[tr],
-                     Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const))
+                     Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const), teach)
     workers = default_workers(dev) if cfg.workers < 0 else cfg.workers
     if cfg.deterministic:
         workers = 0
@@ -337,6 +349,8 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     # after training: each fold predicts its validation rows twice (plain, mirrored), then the fold ensemble
     # predicts the test set with TTA
     fixed = folds * 2 * n_val * s["eval_img_s"] + folds * 2 * len(data.test_images) * s["eval_img_s"]
+    if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
+        fixed += folds * 2 * n_train * s["eval_img_s"]
     left = cfg.budget_min * 60 * 0.9 - fixed - (time.time() - t_start)
     epochs = max(1, int(left // (folds * epoch_s)))
     print(f"budget {cfg.budget_min:g} min: {epochs} epochs a fold x {folds} folds (measured here: "
@@ -393,6 +407,9 @@ def tta_average(plain: np.ndarray, mirrored: np.ndarray, flip_const: float) -> n
 def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
     """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
     data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.fold_seed())
+    if cfg.teacher:  # a teacher on other data or another split is refused here, before any timing or training
+        from .teacher import check_teacher
+        check_teacher(cfg, data, make_folds(data.source, cfg.folds, cfg.fold_seed()))
     if cfg.budget_min > 0:
         cfg = resolve_budget(cfg, data)
     run_dir, folds = prepare_run(cfg, data)

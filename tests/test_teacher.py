@@ -1,0 +1,119 @@
+"""Teacher labels (fkd/teacher.py): what gets filled, that labels and face move together, that they train
+only the full-source outputs, that a teacher must be nested (same data, same folds), and a student run."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from fkd.augment import Augmenter
+from fkd.config import make_config
+from fkd.data import COMMON, FULL
+from fkd.errors import FkdError
+from fkd.models import create_model
+from fkd.teacher import fill_missing
+
+
+def test_fill_missing_gives_the_full_source_outputs_every_value_they_lack():
+    kp = np.full((3, 30), np.nan, np.float32)
+    kp[0] = 40.0                     # a fully labelled row: nothing to fill
+    kp[1, :20] = 41.0                # a full-source row with gaps
+    kp[2, [0, 1, 2, 3, 20, 21, 28, 29]] = 42.0   # a common-source row: its 8 values train the common outputs
+    src = np.array([FULL, FULL, COMMON])
+    pred = np.full((3, 30), 50.0, np.float32)
+    t = fill_missing(kp, src, pred, source_aware=True)
+    assert np.isnan(t[0]).all()
+    assert np.isnan(t[1, :20]).all() and (t[1, 20:] == 50).all()
+    assert (t[2] == 50).all()                                   # all 30: the full source labelled none of them
+    t = fill_missing(kp, src, pred, source_aware=False)        # one set of outputs: only the gaps
+    assert np.isnan(t[2, [0, 1, 2, 3, 20, 21, 28, 29]]).all() and np.isfinite(t[2]).sum() == 22
+
+
+def test_augmenter_moves_every_label_set_with_the_face_and_leaves_the_single_set_path_unchanged():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (96, 96), dtype=np.uint8)
+    kp = rng.uniform(30, 66, 30).astype(np.float32)
+    kp[4:8] = np.nan
+    aug = Augmenter(strength=1.0, flip_p=0.5, flip_const=97.0)
+    for seed in range(12):                       # flips and affine transforms both happen among these seeds
+        im1, k1 = aug(img, kp, seed=seed)
+        im2, k2 = aug(img, np.stack([kp, kp + 1.0]), seed=seed)
+        assert k2.shape == (2, 30) and np.array_equal(im1, im2)
+        np.testing.assert_array_equal(k1, k2[0])                 # the real labels exactly as without a teacher
+        both = np.isfinite(k2[0]) & np.isfinite(k2[1])
+        # the shifted set went through the same affine map: it stays ~1 px (scaled, rotated) off the first
+        assert both.sum() >= 20 and np.abs(k2[1] - k2[0])[both].max() < 1.6, seed
+
+
+@pytest.mark.parametrize("head", ["flatten", "simcc"])
+def test_teacher_labels_train_only_the_full_source_outputs(head):
+    torch.manual_seed(0)
+    model = create_model("resnet18", head=head, dropout=0.0, source_aware=True, loss="l1")
+    x = torch.rand(4, 1, 96, 96)
+    src = torch.full((4,), COMMON)
+    target = torch.full((4, 30), float("nan"))
+    target[:, [0, 1, 20, 21]] = 45.0
+    teacher = torch.full((4, 30), 47.0)
+    last = model.head.fc if head == "flatten" else model.head.proj
+
+    def grads(**kw):
+        model.zero_grad()
+        model(x, src, target, **kw)["loss"].backward()
+        g = last.weight.grad.reshape(2, -1)          # output channels: [common set, full set]
+        return g[COMMON].abs().sum().item(), g[FULL].abs().sum().item()
+
+    common, full = grads()
+    assert common > 0 and full == 0                  # real common labels never reach the full-source outputs
+    common_t, full_t = grads(teacher=teacher, teacher_weight=0.5)
+    assert full_t > 0 and common_t == pytest.approx(common, rel=1e-5)
+    assert grads(teacher=teacher, teacher_weight=0.0) == (common, 0.0)
+
+
+def _fake_run(runs, name, cfg, data_hash, folds):
+    from fkd.data import save_folds
+    from fkd.runfiles import save_run_config
+
+    d = runs / name
+    d.mkdir(parents=True)
+    save_run_config(cfg, d, {"fingerprint": cfg.fingerprint(), "data_hash": data_hash})
+    save_folds(d / "folds.csv", folds, np.zeros(len(folds), np.int8))
+    return d
+
+
+def test_a_teacher_that_is_not_nested_is_refused(practice_dir, tmp_path):
+    from fkd.data import load_training_data, make_folds
+    from fkd.teacher import check_teacher
+
+    cfg = make_config(preset="quick", overrides=TINY, data_dir=str(practice_dir), runs_dir=str(tmp_path))
+    data = load_training_data(cfg.data_dir, 0, cfg.fold_seed())
+    folds = make_folds(data.source, 2, cfg.fold_seed())
+    student = dataclasses.replace(cfg, teacher="t")
+    with pytest.raises(FkdError, match="no run folder"):
+        check_teacher(student, data, folds)
+    _fake_run(tmp_path, "t", cfg, data.data_hash, make_folds(data.source, 2, 99))
+    with pytest.raises(FkdError, match="folds .* differ"):
+        check_teacher(student, data, folds)
+    _fake_run(tmp_path, "t2", cfg, "another-data-hash", folds)
+    with pytest.raises(FkdError, match="other data"):
+        check_teacher(dataclasses.replace(cfg, teacher="t2"), data, folds)
+    assert check_teacher(dataclasses.replace(cfg, teacher=str(_fake_run(tmp_path, "t3", cfg, data.data_hash, folds))),
+                         data, folds).name == "t3"
+
+
+@pytest.mark.slow
+def test_a_student_learns_from_its_teachers_same_fold(trained_run, tmp_path, monkeypatch):
+    """Fold k's teacher labels come from the teacher's fold-k model (never from one that saw fold k)."""
+    import fkd.teacher
+    from fkd.train import run_cv
+
+    teacher_cfg, teacher_cv = trained_run
+    loaded = []
+    real_load = torch.load
+    monkeypatch.setattr(fkd.teacher.torch, "load", lambda f, **kw: loaded.append(str(f)) or real_load(f, **kw))
+    cfg = make_config(preset="quick", overrides=TINY + ["epochs=4", f"teacher={teacher_cfg.run_dir()}"],
+                      data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
+    cv = run_cv(cfg, progress=False)
+    assert [p.split("/")[-2] for p in loaded if str(teacher_cfg.run_dir()) in p] == ["fold0", "fold1"]
+    assert cv["cv_rmse"] < 0.8 * cv["mean_keypoint_rmse"]
+    assert cfg.fingerprint() != dataclasses.replace(cfg, teacher="").fingerprint()
