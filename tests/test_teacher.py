@@ -111,7 +111,7 @@ def test_a_student_learns_from_its_teachers_same_fold(trained_run, tmp_path, mon
     loaded = []
     real_load = torch.load
     monkeypatch.setattr(fkd.teacher.torch, "load", lambda f, **kw: loaded.append(str(f)) or real_load(f, **kw))
-    cfg = make_config(preset="quick", overrides=TINY + ["epochs=4", f"teacher={teacher_cfg.run_dir()}"],
+    cfg = make_config(preset="quick", overrides=TINY + [f"teacher={teacher_cfg.run_dir()}"],
                       data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
     cv = run_cv(cfg, progress=False)
     assert [p.split("/")[-2] for p in loaded if str(teacher_cfg.run_dir()) in p] == ["fold0", "fold1"]
