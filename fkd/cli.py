@@ -83,8 +83,9 @@ def cmd_train(a):
     if a.fold is not None:
         from .config import replace
         cfg = replace(cfg, train_folds=(a.fold,))
-    print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.folds} folds, "
-          f"{cfg.epochs} epochs", flush=True)
+    epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
+    print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.folds} folds, {epochs}",
+          flush=True)
     cv = run_cv(cfg)
     print(format_cv(cv))
     rd = cfg.run_dir()
