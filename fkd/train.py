@@ -44,7 +44,8 @@ POSTFIX_EVERY = 20   # steps between progress-bar updates (each one reads the ru
 
 # ------------------------------------------------------------------------------------------ data
 class FaceDataset(torch.utils.data.Dataset):
-    """Training faces with per-sample seeded augmentation; yields uint8 image, keypoints (NaN = masked), source."""
+    """Training faces with per-sample seeded augmentation; yields uint8 image, keypoints (NaN = masked), source,
+    and with teacher labels (N, 30) given, the sample's teacher labels moved by the same augmentation."""
 
     def __init__(self, images, keypoints, source, aug: Augmenter | None, teacher: np.ndarray | None = None):
         self.images, self.kp, self.source, self.aug, self.teacher = images, keypoints, source, aug, teacher
