@@ -82,9 +82,7 @@ class KeypointModel(nn.Module):
         out, extra = out if isinstance(out, tuple) else (out, None)
         with torch.autocast(x.device.type, enabled=False):
             every = out.float().view(x.shape[0], -1, N_OUT)                   # (B, S, 30)
-            out = every
-            if self.source_aware:
-                out = out.gather(1, source.view(-1, 1, 1).expand(-1, 1, N_OUT))  # (B, 1, 30)
+            out = every.gather(1, source.view(-1, 1, 1).expand(-1, 1, N_OUT)) if self.source_aware else every
             preds = out[:, 0] * HALF + HALF                                    # (B, 30) pixels
             result = {"preds": preds}
             if target is not None:

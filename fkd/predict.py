@@ -20,20 +20,26 @@ from .runfiles import checkpoints, load_run, read_cv
 from .submission import submission_frame, write_submission
 
 
+def load_fold_model(cfg: Config, ck: Path, dev: torch.device):
+    """The model `cfg` describes with a fold checkpoint's weights, on `dev`, ready to predict."""
+    model = create_from_config(cfg).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    try:
+        state = torch.load(ck, map_location=dev, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise FkdError(f"{ck}: unreadable checkpoint ({type(e).__name__}); retrain that fold") from None
+    model.load_state_dict(state["model"])
+    return model
+
+
 def ensemble_predict(cfg: Config, ckpts: list[Path], data: CompetitionData, tta: bool,
                      tta_const: float | None = None) -> np.ndarray:
     """Average every fold's best checkpoint over the test images -> (M, 30) pixels."""
     dev, amp = select_device(cfg.device, cfg.amp)
     preds = []
     for ck in ckpts:
-        model = create_from_config(cfg).to(dev)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        try:
-            state = torch.load(ck, map_location=dev, weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise FkdError(f"{ck}: unreadable checkpoint ({type(e).__name__}); retrain that fold") from None
-        model.load_state_dict(state["model"])
+        model = load_fold_model(cfg, ck, dev)
         preds.append(predict_images(model, data.test_images, data.test_source, dev, amp, tta=tta,
                                     flip_const=tta_const or cfg.flip_const, channels_last=cfg.channels_last))
     return np.mean(preds, 0)

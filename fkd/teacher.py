@@ -24,7 +24,8 @@ import torch
 from .config import Config
 from .data import FULL, CompetitionData
 from .errors import FkdError
-from .models import create_from_config, predict_images
+from .models import predict_images
+from .predict import load_fold_model, tta_constant
 from .runfiles import load_run, read_cv
 
 
@@ -64,11 +65,8 @@ def teacher_labels(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: 
         raise FkdError(f"teacher {tdir}: fold {fold} is not finished ({ck}); finish the teacher (`fkd train` on it) "
                        "or train only the folds it has (--set train_folds=...)")
     tcfg, _ = load_run(tdir)
-    model = create_from_config(tcfg).to(dev)
-    if tcfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.load_state_dict(torch.load(ck, map_location=dev, weights_only=False)["model"])
-    tta_const = tcfg.tta_flip_const or read_cv(tdir).get("tta_flip_const") or tcfg.flip_const
+    model = load_fold_model(tcfg, ck, dev)
+    tta_const = tta_constant(tcfg, read_cv(tdir))
     tr = np.flatnonzero(folds != fold)
     full = np.full(len(tr), FULL, np.int64)
     pred = predict_images(model, data.images[tr], full, dev, amp, tta=True, flip_const=tta_const,
