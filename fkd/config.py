@@ -31,6 +31,8 @@ class Config:
                                    # fpn4 (stride-4 heatmaps, soft-argmax), simcc (sub-pixel bins), heatmap, pool
     output_stride: int = 0         # timm backbones: 16 or 8 dilates the last stages so the final map is 6x6 or
                                    # 12x12 at 96 px instead of 3x3 (flatten, pool, simcc heads); 0 = its own (32)
+    simcc_split: int = 2           # simcc head: bins a pixel (x and y each over split x 96 bins)
+    simcc_sigma: float = 1.5       # simcc head: the target Gaussian's std in pixels
     weights: str = ""              # optional local pretrained weights for a timm backbone (.pth/.safetensors)
     dropout: float = 0.1           # the one default, for every model (BaselineNet's published figures used it)
     source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
@@ -98,7 +100,8 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 
 # Fields added after runs existed: at these values they are left out of the fingerprint, so every run made
 # before them keeps its name and is still found, resumed and reused.
-ADDED_LATER = {"split_seed": -1, "budget_min": 0.0, "output_stride": 0, "teacher": "", "teacher_weight": 0.5}
+ADDED_LATER = {"split_seed": -1, "budget_min": 0.0, "output_stride": 0, "teacher": "", "teacher_weight": 0.5,
+               "simcc_split": 2, "simcc_sigma": 1.5}
 
 
 def training_fields(cfg: Config) -> dict:
@@ -240,6 +243,8 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.ema < 1, "ema must be in [0, 1)"),
         (cfg.aug >= 0, "aug must be >= 0"),
         (cfg.teacher_weight >= 0, "teacher_weight must be >= 0"),
+        (1 <= cfg.simcc_split <= 16, "simcc_split must be in 1..16 (bins a pixel)"),
+        (cfg.simcc_sigma > 0, "simcc_sigma must be > 0 (pixels)"),
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),
         (cfg.amp in ("auto", "bf16", "off"), "amp must be auto|bf16|off"),
@@ -278,6 +283,10 @@ def check_names(cfg: Config) -> None:
     if cfg.output_stride and (cfg.model == "baseline" or cfg.head in OWN_STRIDES):
         raise FkdError(f"bad config: output_stride={cfg.output_stride} is for a timm backbone with the flatten, pool "
                        f"or simcc head (head={cfg.head} chooses its own strides); --set output_stride=0")
+    changed = [k for k in ("simcc_split", "simcc_sigma") if getattr(cfg, k) != ADDED_LATER[k]]
+    if changed and cfg.head != "simcc":
+        raise FkdError(f"bad config: {changed[0]}={getattr(cfg, changed[0])} is for the simcc head (head={cfg.head}); "
+                       f"--set head=simcc or leave {changed[0]} out")
     if not is_model(cfg.model):
         raise FkdError(f"bad config: unknown model {cfg.model!r}{_suggest(cfg.model, MODELS)}; use one of "
                        f"{', '.join(MODELS)} or a timm backbone name (timm.list_models())")

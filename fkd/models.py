@@ -256,7 +256,8 @@ class SimCCHead(nn.Module):
     `split` x 96 bins for x and for y (192 at split 2): ~0.7 M parameters where one linear layer from the
     flattened features to 15 x 2 x 192 bins would hold ~50 M. The loss is the KL divergence to a Gaussian
     of `sigma` pixels at the label (bin centres at (i + 0.5) / split - 0.5, the heatmap head's convention),
-    averaged over labelled keypoints; decoding is the softmax expectation, in fp32.
+    averaged over labelled keypoints; decoding is the softmax expectation, in fp32. `split` and `sigma` come from
+    the config's simcc_split and simcc_sigma.
     """
 
     runs_in_autocast = True
@@ -318,19 +319,19 @@ def _probe(body: nn.Module):
         return body(torch.zeros(1, 1, COMP.image_size, COMP.image_size))
 
 
-def _head_flatten(name, n_sets, dropout, kw):
+def _head_flatten(name, n_sets, dropout, kw, **_):
     import timm
     body = timm.create_model(name, num_classes=0, global_pool="", **kw)
     return body, FlattenHead(_probe(body)[0].numel(), n_sets, dropout)     # the (C, 3, 3) map flattened
 
 
-def _head_pool(name, n_sets, dropout, kw):
+def _head_pool(name, n_sets, dropout, kw, **_):
     import timm
     body = timm.create_model(name, num_classes=0, global_pool="", **kw)
     return body, PoolHead(_probe(body).shape[1], n_sets, dropout)
 
 
-def _head_heatmap(name, n_sets, dropout, kw):
+def _head_heatmap(name, n_sets, dropout, kw, **_):
     import timm
     try:
         body = timm.create_model(name, features_only=True, out_indices=(-1,), output_stride=8, **kw)
@@ -340,21 +341,23 @@ def _head_heatmap(name, n_sets, dropout, kw):
     return _LastFeature(body), SoftArgmaxHead(f.shape[1], COMP.image_size // f.shape[-1], n_sets, dropout)
 
 
-def _head_fpn4(name, n_sets, dropout, kw):
+def _head_fpn4(name, n_sets, dropout, kw, **_):
     import timm
     body = timm.create_model(name, features_only=True, **kw)
     info = body.feature_info
     return body, FPNHeatmapHead(info.channels(), info.reduction(), n_sets, dropout)
 
 
-def _head_simcc(name, n_sets, dropout, kw):
+def _head_simcc(name, n_sets, dropout, kw, simcc_split=2, simcc_sigma=1.5, **_):
     import timm
     body = timm.create_model(name, num_classes=0, global_pool="", **kw)
     f = _probe(body)
-    return body, SimCCHead(f.shape[1], f.shape[2] * f.shape[3], n_sets, dropout)
+    return body, SimCCHead(f.shape[1], f.shape[2] * f.shape[3], n_sets, dropout, split=simcc_split,
+                           sigma=simcc_sigma)
 
 
-# heads for timm backbones: name -> (backbone name, n_sets, dropout, timm kwargs) -> (body, head)
+# heads for timm backbones: name -> (backbone name, n_sets, dropout, timm kwargs, **head options) -> (body, head);
+# a head takes the options it knows (simcc_split, simcc_sigma) and ignores the rest
 HEADS: dict[str, Callable] = {
     "flatten": _head_flatten,   # the default: the final 3x3 map flattened into a linear layer
     "pool": _head_pool,         # global average pooling, to measure what it throws away
@@ -366,11 +369,12 @@ OWN_STRIDES = {"heatmap", "fpn4"}   # heads that set the backbone's strides them
 
 
 def build_timm(name: str, head: str = "flatten", dropout: float = 0.1, source_aware: bool = True,
-               loss: str = "mse", weights: str = "", output_stride: int = 0, **_) -> KeypointModel:
+               loss: str = "mse", weights: str = "", output_stride: int = 0, **head_options) -> KeypointModel:
     if head not in HEADS:
         from .errors import FkdError
         raise FkdError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, _timm_kw(weights, output_stride))
+    body, h = HEADS[head](name, N_SOURCES if source_aware else 1, dropout, _timm_kw(weights, output_stride),
+                          **head_options)
     return KeypointModel(body, h, source_aware, loss)
 
 
@@ -405,7 +409,8 @@ def is_model(name: str) -> bool:
 def create_from_config(cfg) -> KeypointModel:
     """The model a Config describes (untrained): what training builds and prediction loads weights into."""
     return create_model(cfg.model, head=cfg.head, dropout=cfg.dropout, source_aware=cfg.source_aware,
-                        loss=cfg.loss, weights=cfg.weights, output_stride=cfg.output_stride)
+                        loss=cfg.loss, weights=cfg.weights, output_stride=cfg.output_stride,
+                        simcc_split=cfg.simcc_split, simcc_sigma=cfg.simcc_sigma)
 
 
 def create_model(name: str, **kw) -> KeypointModel:

@@ -125,6 +125,49 @@ def test_output_stride_is_refused_where_the_head_chooses_its_own():
         make_config(overrides=["model=baseline", "output_stride=16"])
 
 
+@pytest.mark.parametrize("split,sigma", [(1, 1.0), (3, 2.5)])
+def test_simcc_split_and_sigma_reach_the_head_and_its_convention(split, sigma):
+    """--set simcc_split / simcc_sigma build the head they name: split x 96 bins still centred at
+    (i + 0.5) / split - 0.5 (mirroring about 95), a Gaussian target of that sigma decodes back to its label, the
+    loss is lowest at the label, and the run gets its own fingerprint (the defaults keep the old one)."""
+    from fkd.config import make_config
+    from fkd.models import create_from_config
+    cfg = make_config(overrides=["head=simcc", f"simcc_split={split}", f"simcc_sigma={sigma}"])
+    m = create_from_config(cfg)
+    head = m.head
+    assert (head.bins, head.split, head.sigma) == (96 * split, split, sigma)
+    c = head.centres
+    assert torch.allclose(c + c.flip(0), torch.full_like(c, 95.0))
+    g = torch.exp(-0.5 * ((c - 41.7) / sigma) ** 2)
+    assert float((g / g.sum() * c).sum()) == pytest.approx(41.7, abs=1e-3)
+    target = torch.full((1, 30), float("nan"))
+    target[0, :2] = torch.tensor([41.7, 20.2])
+    def peaked_at(x, y):                                                    # log of the target Gaussian at (x, y)
+        gx = -0.5 * ((c - x) / sigma) ** 2
+        gy = -0.5 * ((c - y) / sigma) ** 2
+        return gx.expand(1, 2 * 15, -1).clone(), gy.expand(1, 2 * 15, -1).clone()
+    src = torch.tensor([0])
+    at = float(head.loss(peaked_at(41.7, 20.2), target, src))
+    assert at < 1e-4 < float(head.loss(peaked_at(43.7, 20.2), target, src))
+    with torch.no_grad():
+        out = m.eval()(torch.rand(2, 1, 96, 96), torch.tensor([0, 1]), torch.rand(2, 30) * 96)
+    assert out["preds"].shape == (2, 30) and torch.isfinite(out["loss"])
+    base = make_config(overrides=["head=simcc"])
+    assert cfg.fingerprint() != base.fingerprint()
+    assert make_config(overrides=["head=simcc", "simcc_split=2", "simcc_sigma=1.5"]).fingerprint() == base.fingerprint()
+
+
+def test_simcc_options_are_refused_for_other_heads_and_out_of_range():
+    from fkd.config import make_config
+    from fkd.errors import FkdError
+    with pytest.raises(FkdError, match="simcc_sigma=2.0 is for the simcc head"):
+        make_config(overrides=["head=flatten", "simcc_sigma=2"])
+    with pytest.raises(FkdError, match="simcc_split must be in 1..16"):
+        make_config(overrides=["head=simcc", "simcc_split=0"])
+    with pytest.raises(FkdError, match="simcc_sigma must be > 0"):
+        make_config(overrides=["head=simcc", "simcc_sigma=0"])
+
+
 def test_heatmap_and_simcc_decoders_share_one_convention_and_mirror_about_95():
     """Encoding and decoding agree (cell i of a stride-s map is centred at (i + 0.5) s - 0.5) and a mirrored map
     decodes to the mirrored point about W - 1 = 95: flip TTA un-flips decoded points with the run's fitted
