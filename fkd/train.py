@@ -105,9 +105,22 @@ def _save_torch(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+SHARE_EVERY = 8   # training steps between looks at how many fkd runs share this CPU's cores
+
+
+def share_cores_now() -> None:
+    """Take this process's fair share of the cores (device.fair_threads) if it changed: a run that starts beside
+    this one gets its core within a few steps instead of both oversubscribing the CPU (~4x slower) until this
+    one's epoch ends."""
+    n = fair_threads()
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+
+
 def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc: str = "",
-                    progress: bool = True, step: int = 0) -> dict:
+                    progress: bool = True, step: int = 0, share_cores: bool = False) -> dict:
     """One pass over the loader; per-batch LR schedules step here. Returns train RMSE (px) and images seen.
+    With share_cores the torch thread count follows the fkd runs training on this CPU, every SHARE_EVERY steps.
 
     No step waits for the device: the running error is summed on the device and read back only for the
     progress bar every POSTFIX_EVERY steps and once at the end. The phases are marked for torch.profiler
@@ -129,6 +142,8 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
         if batch is None:
             break
         imgs, kp, src, *teach = batch
+        if share_cores and step % SHARE_EVERY == 0:
+            share_cores_now()
         with record_function("data: to device"):
             x = to_input(imgs, dev, cfg.channels_last)
             kp, src = kp.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
@@ -239,7 +254,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         if share_cores:
-            torch.set_num_threads(fair_threads())
+            share_cores_now()
         es = epoch_seed(cfg, fold, epoch)
         torch.manual_seed(es)
         ds.epoch_seed = es
@@ -250,7 +265,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
             persistent_workers=False)
         stats = train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg,
                                 desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
-                                step=epoch * len(loader))
+                                step=epoch * len(loader), share_cores=share_cores)
         pred = predict_images(eval_model, val_x, val_s, dev, amp, channels_last=cfg.channels_last)
         val = rmse_masked(pred, val_y)
         if not np.isfinite(val):

@@ -10,7 +10,7 @@ from fkd import device
 from fkd.augment import Augmenter
 from fkd.config import make_config
 from fkd.models import create_from_config
-from fkd.train import POSTFIX_EVERY, FaceDataset, train_one_epoch
+from fkd.train import POSTFIX_EVERY, SHARE_EVERY, FaceDataset, train_one_epoch
 
 
 def test_a_training_epoch_reads_the_device_back_only_a_few_times(practice_dir, monkeypatch):
@@ -58,6 +58,45 @@ def test_trainers_share_the_cores(tmp_path, monkeypatch):
         other.kill()
         other.wait()
     assert device.fair_threads() == cores                       # the neighbour is gone: its core comes back
+
+
+def test_a_run_starting_mid_epoch_gets_its_core_within_a_few_steps(tmp_path, monkeypatch, practice_dir):
+    """A trainer that shares the cores looks again every SHARE_EVERY steps, not only at epoch starts: a
+    neighbour that registers during step 3 halves its threads by step SHARE_EVERY + 1 (before, both ran
+    oversubscribed until the epoch ended)."""
+    from fkd.data import load_data
+    monkeypatch.setattr(device, "TRAINERS", tmp_path / "trainers")
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})   # a 4-core machine
+    d = load_data(practice_dir)
+    n, bs, arrives = 8 * (SHARE_EVERY + 6), 8, 3
+    seen = []                                            # torch threads when each batch's first face was read
+    neighbour = subprocess.Popen(["sleep", "60"])
+    host = __import__("fkd.atomic").atomic.HOST
+
+    class Watched(FaceDataset):
+        def __getitem__(self, i):
+            if i % bs == 0:
+                seen.append(torch.get_num_threads())
+                if i == arrives * bs:
+                    (tmp_path / "trainers" / f"{host}-{neighbour.pid}").touch()   # a second run starts
+            return super().__getitem__(i)
+    cfg = make_config(preset="quick", overrides=["model=baseline", f"batch_size={bs}", "aug=0"])
+    model = create_from_config(cfg)
+    before = torch.get_num_threads()
+    try:
+        device.register_trainer()
+        torch.set_num_threads(4)
+        loader = torch.utils.data.DataLoader(Watched(d.images[:n], d.keypoints[:n], d.source[:n],
+                                                     Augmenter(0, 0.5, 96.0)), batch_size=bs)
+        train_one_epoch(model, loader, torch.optim.AdamW(model.parameters(), 1e-3), None, None,
+                        torch.device("cpu"), None, cfg, progress=False, share_cores=True)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+        torch.set_num_threads(before)
+    assert len(seen) == n // bs
+    assert seen[:SHARE_EVERY + 1] == [4] * (SHARE_EVERY + 1)           # alone until the next look (step 8)
+    assert seen[SHARE_EVERY + 1:] == [2] * (n // bs - SHARE_EVERY - 1)   # then half the cores, mid-epoch
 
 
 def test_an_unwritable_registry_never_stops_training(tmp_path, monkeypatch):
