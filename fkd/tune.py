@@ -127,15 +127,18 @@ class StudyLock:
         self.release()
 
 
+def trial_config(base: Config, params: dict, study_name: str, number: int) -> Config:
+    """The config a trial trains: the base with the sampled values, in the study's own runs folder."""
+    return replace(base, **params, name=f"{study_name}-trial{number:04d}", runs_dir=str(TUNING / "runs" / study_name))
+
+
 def make_objective(base: Config, space: dict, study_name: str):
     import optuna
 
     from .train import run_cv
 
     def objective(trial):
-        params = suggest(trial, space)
-        cfg = replace(base, **params, name=f"{study_name}-trial{trial.number:04d}",
-                      runs_dir=str(TUNING / "runs" / study_name))
+        cfg = trial_config(base, suggest(trial, space), study_name, trial.number)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("run_dir", str(cfg.run_dir().resolve()))
 

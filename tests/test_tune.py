@@ -195,3 +195,17 @@ def test_dashboard_serves_the_study(practice_dir, tmp_path):
     with pytest.raises(FkdError, match="no study database"):
         tune.dashboard(f"sqlite:///{missing}", 8099)
     assert not missing.exists()
+
+
+def test_every_value_of_the_shipped_space_is_a_valid_trial_of_every_preset():
+    """A trial draws any value of tuning/space.yaml on top of any preset: none may be refused (BaselineNet in the
+    model choices failed every trial that drew it under the default preset, whose head is simcc)."""
+    from fkd.config import PRESETS
+    from fkd.tune import load_space, trial_config
+    space = load_space()
+    for preset in PRESETS:
+        base = make_config(preset=preset)
+        for name, spec in space.items():
+            values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+            for v in values:
+                assert getattr(trial_config(base, {name: v}, "s", 0), name) == v
