@@ -27,9 +27,10 @@ MINUTES = 6.75
 TTA_CONST = "97.5"
 PROTOCOL = ["--set", "train_folds=0", "--set", "split_seed=42", "--set", "budget_min=0"]
 
-# name -> (label, --set overrides, epochs that fit MINUTES here: the budget probe run alone, 2-core AMD EPYC)
+# name -> (label, --set overrides on the default preset, model resnet18 unless named; epochs that fit MINUTES here:
+# the budget probe run alone, 2-core AMD EPYC with AVX512-BF16, no AMX)
 ROWS = {
-    "r18simcc": ("resnet18 + simcc (the default)", [], 22),
+    "r18simcc": ("resnet18 + simcc (the default before this table)", [], 22),
     "flatten": ("resnet18 + flatten", ["head=flatten"], 27),
     "fpn4": ("resnet18 + fpn4 (stride-4 heatmaps)", ["head=fpn4"], 27),
     "os16": ("resnet18 output_stride 16 + simcc", ["output_stride=16"], 17),
@@ -57,23 +58,28 @@ def fold0(row: str, seed: int, runs: Path) -> dict | None:
     return None
 
 
-def _ms(v: list[float]) -> str:
-    return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1 else (f"{v[0]:.3f}" if v else "–")
+def _ms(v: list[float], sign: str = "") -> str:
+    """mean ± std (sample std over the seeds); sign="+" writes differences with their sign."""
+    if not v:
+        return "–"
+    m = format(statistics.mean(v), f"{sign}.3f")
+    return f"{m} ± {statistics.stdev(v):.3f}" if len(v) > 1 else m
 
 
 def table(runs: Path) -> str:
     ref = {s: fold0(REFERENCE, s, runs) for s in SEEDS}
     out = [f"| row ({MINUTES} min of this CPU a fold) | epochs | fold 0 no TTA, seeds {'/'.join(map(str, SEEDS))} "
-           f"| mean ± std no TTA | flip TTA ({TTA_CONST}) mean ± std | paired Δ TTA vs {REFERENCE} |",
-           "|---|---|---|---|---|---|"]
+           f"| mean ± std no TTA | flip TTA ({TTA_CONST}) mean ± std | paired Δ vs {REFERENCE}, no TTA | paired Δ, TTA |",
+           "|---|---|---|---|---|---|---|"]
     for row, (label, _, epochs) in ROWS.items():
         got = {s: fold0(row, s, runs) for s in SEEDS}
         have = [s for s in SEEDS if got[s]]
         per = " / ".join(f"{got[s]['no_tta']:.3f}" if got[s] else "–" for s in SEEDS)
-        delta = [got[s]["tta"] - ref[s]["tta"] for s in have if ref[s]] if row != REFERENCE else []
+        paired = [s for s in have if ref[s]] if row != REFERENCE else []
+        deltas = [_ms([got[s][k] - ref[s][k] for s in paired], "+") if paired else "" for k in ("no_tta", "tta")]
+        n = f" (n={len(paired)})" if paired else ""
         out.append(f"| {label} | {epochs} | {per} | {_ms([got[s]['no_tta'] for s in have])} "
-                   f"| {_ms([got[s]['tta'] for s in have])} | {_ms(delta) if delta else ''}"
-                   f"{f' (n={len(delta)})' if delta else ''} |")
+                   f"| {_ms([got[s]['tta'] for s in have])} | {deltas[0]}{n} | {deltas[1]}{n} |")
     return "\n".join(out)
 
 
@@ -88,6 +94,7 @@ def main(argv=None) -> int:
     if args.run:
         for row in args.rows.split(","):
             label, sets, epochs = ROWS[row]
+            sets = sets if any(o.startswith("model=") for o in sets) else ["model=resnet18", *sets]
             for seed in SEEDS:
                 if fold0(row, seed, runs) is None:
                     cmd = [sys.executable, "-m", "fkd", "train", "--data-dir", args.data_dir, *PROTOCOL,
