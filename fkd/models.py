@@ -359,11 +359,11 @@ def _head_simcc(name, n_sets, dropout, kw, simcc_split=2, simcc_sigma=1.5, **_):
 # heads for timm backbones: name -> (backbone name, n_sets, dropout, timm kwargs, **head options) -> (body, head);
 # a head takes the options it knows (simcc_split, simcc_sigma) and ignores the rest
 HEADS: dict[str, Callable] = {
-    "flatten": _head_flatten,   # the default: the final 3x3 map flattened into a linear layer
+    "flatten": _head_flatten,   # the final 3x3 map flattened into a linear layer (the quick preset's)
     "pool": _head_pool,         # global average pooling, to measure what it throws away
     "heatmap": _head_heatmap,   # soft-argmax on a dilated stride-8 map of the last stage
     "fpn4": _head_fpn4,         # FPN decoder to stride 4, heatmaps, soft-argmax (integral regression)
-    "simcc": _head_simcc,       # SimCC: x and y as classification over half-pixel bins
+    "simcc": _head_simcc,       # SimCC: x and y classified over 1/simcc_split-pixel bins (default and best)
 }
 OWN_STRIDES = {"heatmap", "fpn4"}   # heads that set the backbone's strides themselves (no output_stride)
 
