@@ -120,7 +120,8 @@ def share_cores_now() -> None:
 def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc: str = "",
                     progress: bool = True, step: int = 0, share_cores: bool = False) -> dict:
     """One pass over the loader; per-batch LR schedules step here. Returns train RMSE (px) and images seen.
-    With share_cores the torch thread count follows the fkd runs training on this CPU, every SHARE_EVERY steps.
+    With share_cores the torch thread count follows the fkd runs training on this CPU: at the epoch's first step
+    and every SHARE_EVERY steps.
 
     No step waits for the device: the running error is summed on the device and read back only for the
     progress bar every POSTFIX_EVERY steps and once at the end. The phases are marked for torch.profiler
@@ -142,7 +143,7 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
         if batch is None:
             break
         imgs, kp, src, *teach = batch
-        if share_cores and step % SHARE_EVERY == 0:
+        if share_cores and (step % SHARE_EVERY == 0 or n_img == 0):   # every SHARE_EVERY steps and each epoch's first
             share_cores_now()
         with record_function("data: to device"):
             x = to_input(imgs, dev, cfg.channels_last)
@@ -253,8 +254,6 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
 
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        if share_cores:
-            share_cores_now()
         es = epoch_seed(cfg, fold, epoch)
         torch.manual_seed(es)
         ds.epoch_seed = es
