@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from fkd import runfiles  # noqa: E402
 from fkd.data import load_data  # noqa: E402
+from fkd.metric import rmse_masked as rmse  # noqa: E402
 
 
 def thumbnails(images: np.ndarray) -> np.ndarray:
@@ -40,10 +41,6 @@ def likeness(x: np.ndarray, folds: np.ndarray) -> np.ndarray:
         va, tr = folds == k, folds != k
         out[va] = (x[va] @ x[tr].T).max(1)
     return out
-
-
-def rmse(pred: np.ndarray, y: np.ndarray) -> float:
-    return float(np.sqrt(np.nanmean((pred - y) ** 2)))
 
 
 def main(argv=None) -> int:
