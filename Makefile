@@ -19,7 +19,7 @@ RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
 CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) $(if $(BUDGET),--set budget_min=$(BUDGET))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-fast runs submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
+.PHONY: help install lock lint test test-fast runs submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,10 +36,13 @@ lock: ## re-pin constraints.txt from the current .venv
 	{ echo "# What the tests ran with (make install / .ci/run install with -c constraints.txt). Regenerate: make lock"; \
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^fkd'; } > constraints.txt
 
-test: install ## run the whole test suite, slow tests included (what CI runs)
+lint: install ## ruff over the package, tests and benchmarks (rules in pyproject.toml)
+	$(BIN)/ruff check fkd tests benchmarks
+
+test: lint ## lint, then the whole test suite, slow tests included (what CI runs)
 	$(BIN)/python -m pytest tests
 
-test-fast: install ## the tests that train nothing beyond a few steps (-m "not slow"): for every edit
+test-fast: lint ## lint, then the tests that train nothing beyond a few steps (-m "not slow"): for every edit
 	$(BIN)/python -m pytest tests -m "not slow"
 
 submit: install ## the main job: data -> train -> predict (TTA) -> upload -> score (OFFLINE=1: local server)

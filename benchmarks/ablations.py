@@ -50,7 +50,8 @@ def main(argv=None) -> int:
         for name, (_, sets) in ROWS.items():
             if cv_of(name, runs) is None:
                 cmd = [sys.executable, "-m", "fkd", "train", "--data-dir", args.data_dir, *PROTOCOL,
-                       "--set", f"name=abl-{name}", "--set", f"runs_dir={runs}"] + [a for s in sets for a in ("--set", s)]
+                       "--set", f"name=abl-{name}", "--set", f"runs_dir={runs}"]
+                cmd += [a for s in sets for a in ("--set", s)]
                 print(" ".join(cmd[2:]), flush=True)
                 subprocess.run(cmd, check=True, cwd=ROOT)
     ref = cv_of("ref", runs)

@@ -20,7 +20,7 @@ def bench_data(arg: str | None, n_train: int = 2000) -> tuple[Path, str]:
         return YTF15, "ytf15"
     import sys
     sys.path.insert(0, str(ROOT))
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
 
     d = Path(tempfile.mkdtemp(prefix="fkd-bench-")) / "practice"
     print(f"no --data-dir and no {YTF15}: measuring on the practice competition instead (written to {d}; "

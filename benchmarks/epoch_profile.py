@@ -7,7 +7,7 @@ torch imports through cProfile, for every script in this folder.)
 
 For each model (the default preset's recipe): one warm-up epoch, then one epoch of --n images, a validation
 pass over a quarter as many and a `last.pt` checkpoint, all under torch.profiler. Printed:
-- the split by phase (the marks in fkd.train.train_one_epoch: data loading and augmentation, copy to the
+- the split by phase (the marks in fkd.learn.loop.train_one_epoch: data loading and augmentation, copy to the
   device, forward + loss, backward, optimizer, metrics; then validation and checkpoint; the rest is Python
   between them) and, inside the model step, by operator kind (convolutions forward/backward, normalisation,
   activations, pooling, linear layers, the optimizer's element-wise updates, copies);
@@ -31,17 +31,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from common import bench_data  # noqa: E402
-from fkd.augment import Augmenter  # noqa: E402
+
+from fkd.competition.data import load_data  # noqa: E402
+from fkd.competition.metric import source_means  # noqa: E402
 from fkd.config import make_config  # noqa: E402
-from fkd.data import load_data  # noqa: E402
 from fkd.device import autocast, default_workers, select_device, to_input  # noqa: E402
-from fkd.models import create_from_config, predict_images  # noqa: E402
-from fkd.schedules import make_scheduler  # noqa: E402
-from fkd.train import FaceDataset, source_means, train_one_epoch  # noqa: E402
+from fkd.learn.augment import Augmenter  # noqa: E402
+from fkd.learn.dataset import FaceDataset  # noqa: E402
+from fkd.learn.loop import train_one_epoch  # noqa: E402
+from fkd.learn.models import create_from_config, predict_images  # noqa: E402
+from fkd.learn.schedules import make_scheduler  # noqa: E402
 
 PHASES = ["data: load + augment", "data: to device", "forward + loss", "backward", "optimizer", "metrics",
           "validation", "checkpoint"]

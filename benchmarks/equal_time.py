@@ -69,7 +69,8 @@ def _ms(v: list[float], sign: str = "") -> str:
 def table(runs: Path) -> str:
     ref = {s: fold0(REFERENCE, s, runs) for s in SEEDS}
     out = [f"| row ({MINUTES} min of this CPU a fold) | epochs | fold 0 no TTA, seeds {'/'.join(map(str, SEEDS))} "
-           f"| mean ± std no TTA | flip TTA ({TTA_CONST}) mean ± std | paired Δ vs {REFERENCE}, no TTA | paired Δ, TTA |",
+           f"| mean ± std no TTA | flip TTA ({TTA_CONST}) mean ± std | paired Δ vs {REFERENCE}, no TTA "
+           "| paired Δ, TTA |",
            "|---|---|---|---|---|---|---|"]
     for row, (label, _, epochs) in ROWS.items():
         got = {s: fold0(row, s, runs) for s in SEEDS}

@@ -16,14 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from fkd.competition import COMP  # noqa: E402
-from fkd.data import load_data  # noqa: E402
-from fkd.metric import read_lookup_sources, read_submission, score  # noqa: E402
-from fkd.predict import ensemble_predict, tta_constant  # noqa: E402
-from fkd.runfiles import checkpoints, load_run  # noqa: E402
-from fkd.submission import submission_frame  # noqa: E402
+from fkd.competition import COMP
+from fkd.competition.data import load_data
+from fkd.competition.metric import read_lookup_sources, read_submission, score
+from fkd.infer.predict import ensemble_predict
+from fkd.infer.submission import submission_frame
+from fkd.learn.runfiles import (
+    checkpoints,
+    load_run,
+    tta_constant,
+)
 
 
 def main(argv=None) -> int:
@@ -54,7 +58,8 @@ def main(argv=None) -> int:
     sd = statistics.stdev(single) if len(single) > 1 else 0.0
     print(f"single fold models: mean {statistics.mean(single):.4f} ± {sd:.4f} (best {min(single):.4f})")
     print(f"{len(single)}-fold ensemble: test RMSE {ens:.4f}  "
-          f"({ens - statistics.mean(single):+.4f} vs the mean single model; TTA {'c = %.3f' % const if tta else 'off'})")
+          f"({ens - statistics.mean(single):+.4f} vs the mean single model; "
+          f"TTA {'c = %.3f' % const if tta else 'off'})")
     return 0
 
 

@@ -35,17 +35,17 @@ def main(argv=None) -> int:
         print(f"gpu-check: no CUDA device visible to torch {torch.__version__} (CUDA build {torch.version.cuda}); "
               "nothing to check. On a GPU machine: nvidia-smi, then `make gpu-check`.")
         return 1
+    from fkd.competition.data import load_data
     from fkd.config import make_config
-    from fkd.data import load_data
     from fkd.device import select_device
-    from fkd.models import predict_images
-    from fkd.train import run_cv
+    from fkd.learn.cv import run_cv
+    from fkd.learn.models import predict_images
 
     work = Path(tempfile.mkdtemp(prefix="fkd-gpu-check-"))
     try:
         data_dir = args.data_dir
         if not data_dir:
-            from fkd.practice import make_practice
+            from fkd.competition.practice import make_practice
             data_dir = str(work / "practice")
             make_practice(data_dir)
         cfg = make_config(preset=args.preset, overrides=[f"epochs={args.epochs}", "train_folds=0", *args.set],
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         secs = [float(r.split(",")[-1]) for r in metrics]
         ips = fold["n_train"] / float(np.median(secs[1:] if len(secs) > 1 else secs))
         data = load_data(data_dir)
-        from fkd.models import create_from_config
+        from fkd.learn.models import create_from_config
         model = create_from_config(cfg).to(dev)
         state = torch.load(cfg.run_dir() / "fold0" / "best.pt", map_location=dev, weights_only=False)
         model.load_state_dict(state["model"])

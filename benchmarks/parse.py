@@ -3,7 +3,7 @@
     $ python benchmarks/parse.py [--data-dir ../shared/benchmarks/ytf15] [--runs 5]
 
 Reference: pandas.read_csv, then per row `np.array(image.split(), dtype=float)` (the seed project's way).
-fkd: fkd.data's reader (numba pixel parser + pandas on the label prefix), from the same CSV bytes on disk.
+fkd: fkd.competition.data's reader (numba pixel parser + pandas on the label prefix), from the same CSV bytes on disk.
 """
 import argparse
 import os
@@ -20,8 +20,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from common import bench_data  # noqa: E402
-from fkd.data import _parse_training, load_data  # noqa: E402
+from common import bench_data
+
+from fkd.competition.data import _parse_training, load_data
+
+
+def timed(fn, *args) -> float:
+    """Seconds one call takes."""
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
 
 
 def reference(path: Path) -> np.ndarray:
@@ -47,14 +55,14 @@ def main():
     assert np.array_equal(reference(csv).astype(np.uint8), fkd_parse(csv).reshape(len(fkd_parse(csv)), -1))
     ref_t, fkd_t = [], []
     for _ in range(a.runs):  # alternating, so drift of the machine hits both alike
-        t = time.perf_counter(); reference(csv); ref_t.append(time.perf_counter() - t)
-        t = time.perf_counter(); fkd_parse(csv); fkd_t.append(time.perf_counter() - t)
+        ref_t.append(timed(reference, csv))
+        fkd_t.append(timed(fkd_parse, csv))
     ratios = [r / f for r, f in zip(ref_t, fkd_t)]
     os.environ["FKD_CACHE_DIR"] = str(tmp / "cache")
     load_data(d)  # fill the cache
     cached = []
     for _ in range(a.runs):
-        t = time.perf_counter(); load_data(d); cached.append(time.perf_counter() - t)
+        cached.append(timed(load_data, d))
     print(f"training.csv of {d} ({csv.stat().st_size / 1e6:.1f} MB), {a.runs} alternating runs each")
     print(f"  reference (pandas + per-row split)  median {statistics.median(ref_t):.3f}s")
     print(f"  fkd parse                            median {statistics.median(fkd_t):.3f}s")

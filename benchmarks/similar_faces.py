@@ -22,9 +22,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fkd import runfiles  # noqa: E402
-from fkd.data import load_data  # noqa: E402
-from fkd.metric import rmse_masked as rmse  # noqa: E402
+from fkd.competition.data import load_data  # noqa: E402
+from fkd.competition.metric import rmse_masked as rmse  # noqa: E402
+from fkd.learn import runfiles  # noqa: E402
 
 
 def thumbnails(images: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@
 
 Reference loop: BaselineNet, float64 arrays in a TensorDataset, batch 128, Adam 1e-3, SmoothL1, fp32, and
 the per-batch `.type(torch.FloatTensor)` conversion. fkd's loop: the same BaselineNet and batch size through
-fkd.train.train_one_epoch (uint8 images in memory, per-sample albumentations + label-swapping flip, masked
+fkd.learn.loop.train_one_epoch (uint8 images in memory, per-sample albumentations + label-swapping flip, masked
 loss, channels_last, bf16 autocast where the CPU has AMX/AVX512-BF16 or on CUDA).
 """
 import argparse
@@ -21,13 +21,15 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from common import bench_data  # noqa: E402
-from fkd.augment import Augmenter  # noqa: E402
-from fkd.config import make_config  # noqa: E402
-from fkd.data import load_data  # noqa: E402
-from fkd.device import select_device  # noqa: E402
-from fkd.models import create_from_config  # noqa: E402
-from fkd.train import FaceDataset, train_one_epoch  # noqa: E402
+from common import bench_data
+
+from fkd.competition.data import load_data
+from fkd.config import make_config
+from fkd.device import select_device
+from fkd.learn.augment import Augmenter
+from fkd.learn.dataset import FaceDataset
+from fkd.learn.loop import train_one_epoch
+from fkd.learn.models import create_from_config
 
 
 class ReferenceNet(nn.Module):
@@ -85,9 +87,12 @@ def main():
     train_one_epoch(model, loader, opt, None, None, dev, amp, cfg, progress=False)
     ref_t, fkd_t = [], []
     for i in range(a.runs):
-        t = time.perf_counter(); reference_epoch(ref_model, ref_opt, ref_loader); ref_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        reference_epoch(ref_model, ref_opt, ref_loader)
+        ref_t.append(time.perf_counter() - t)
         ds.epoch_seed = i
-        t = time.perf_counter(); train_one_epoch(model, loader, opt, None, None, dev, amp, cfg, progress=False)
+        t = time.perf_counter()
+        train_one_epoch(model, loader, opt, None, None, dev, amp, cfg, progress=False)
         fkd_t.append(time.perf_counter() - t)
     ratios = [r / f for r, f in zip(ref_t, fkd_t)]
     print(f"BaselineNet, batch 128, {a.n} images an epoch, {a.runs} alternating epochs each, device {dev}, "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from .competition.spec import COMP
 from .errors import FkdError
 
 
@@ -22,12 +23,12 @@ from .errors import FkdError
 class Config:
     # run and data
     name: str = ""                 # run name; empty = <preset>-<model>-<hash of the config>
-    data_dir: str = "competition/data"
+    data_dir: str = COMP.data_dir  # the competition folder (competition/facial-keypoints-detection.yaml)
     runs_dir: str = "runs"
     preset: str = "default"
     # model
-    model: str = "resnet18"        # a name from fkd.models.MODELS, or any timm backbone
-    head: str = "flatten"          # timm backbones, a name from fkd.models.HEADS: flatten (keeps the 3x3 map),
+    model: str = "resnet18"        # a name from fkd.learn.models.MODELS, or any timm backbone
+    head: str = "flatten"          # timm backbones, a name from fkd.learn.models.HEADS: flatten (keeps the 3x3 map),
                                    # fpn4 (stride-4 heatmaps, soft-argmax), simcc (sub-pixel bins), heatmap, pool
     output_stride: int = 0         # timm backbones: 16 or 8 dilates the last stages so the final map is 6x6 or
                                    # 12x12 at 96 px instead of 3x3 (flatten, pool, simcc heads); 0 = its own (32)
@@ -44,11 +45,11 @@ class Config:
     budget_min: float = 0.0        # > 0: train as many epochs as fit this many minutes here (timed once, then fixed)
     batch_size: int = 64
     lr: float = 2e-3
-    optimizer: str = "adamw"       # adamw | adam
+    optimizer: str = "adamw"       # a name from fkd.learn.optim.OPTIMIZERS: adamw | adam
     weight_decay: float = 1e-4
-    scheduler: str = "onecycle"    # a name from fkd.schedules.SCHEDULERS: onecycle | cosine | plateau | constant
+    scheduler: str = "onecycle"    # a name from fkd.learn.schedules.SCHEDULERS: onecycle | cosine | plateau | constant
     warmup: float = 0.05           # fraction of training steps spent warming up (cosine, onecycle)
-    loss: str = "mse"              # mse | smoothl1 | l1 | wing
+    loss: str = "mse"              # a name from fkd.learn.losses.LOSSES: mse | smoothl1 | l1 | wing
     grad_clip: float = 5.0         # max grad norm, 0 = off
     ema: float = 0.0               # EMA decay of the weights (e.g. 0.998), 0 = off
     patience: int = 0              # early stopping on fold validation RMSE, 0 = off
@@ -71,7 +72,7 @@ class Config:
     limit_train: int = 0           # train on a seeded random sample of N rows (tests, smoke runs); 0 = all
     # teacher labels: a finished run on the same data and split fills every value the fully labelled source's
     # outputs have no label for (its fold k predicts the student's fold-k training rows, so it never saw fold
-    # k's validation rows), learned at a lower weight (fkd/teacher.py)
+    # k's validation rows), learned at a lower weight (fkd/learn/teacher.py)
     teacher: str = ""              # the teacher run: a name in runs_dir or a run folder; empty = off
     teacher_weight: float = 0.5    # the teacher labels' loss weight, relative to the real labels' loss
 
@@ -98,10 +99,11 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
                 "train_folds", "preset"}
 
 
-# Fields added after runs existed: at these values they are left out of the fingerprint, so every run made
-# before them keeps its name and is still found, resumed and reused.
-ADDED_LATER = {"split_seed": -1, "budget_min": 0.0, "output_stride": 0, "teacher": "", "teacher_weight": 0.5,
-               "simcc_split": 2, "simcc_sigma": 1.5}
+# Fields added after runs existed, with the value every earlier run trained with (for these, the field's default):
+# at that value a field is left out of the fingerprint, so every run made before it keeps its name and is still
+# found, resumed and reused.
+ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
+                                               "teacher_weight", "simcc_split", "simcc_sigma")}
 
 
 def training_fields(cfg: Config) -> dict:
@@ -250,8 +252,6 @@ def validate(cfg: Config) -> None:
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),
         (cfg.amp in ("auto", "bf16", "off"), "amp must be auto|bf16|off"),
-        (cfg.loss in ("mse", "smoothl1", "l1", "wing"), "loss must be mse|smoothl1|l1|wing"),
-        (cfg.optimizer in ("adamw", "adam"), "optimizer must be adamw|adam"),
         (cfg.preset in PRESETS, f"preset must be one of {'|'.join(PRESETS)}"),
     ]
     for ok, msg in checks:
@@ -268,24 +268,25 @@ def _suggest(name: str, known) -> str:
 
 
 def check_names(cfg: Config) -> None:
-    """Model and scheduler names resolved against their registries before anything is written."""
-    from .schedules import SCHEDULERS
+    """Names resolved against their registries (scheduler, loss, optimizer, head, model) before anything is
+    written; a typo gets the nearest name."""
+    from .learn.losses import LOSSES
+    from .learn.models import HEADS, MODELS, OWN_STRIDES, is_model
+    from .learn.optim import OPTIMIZERS
+    from .learn.schedules import SCHEDULERS
 
-    if cfg.scheduler not in SCHEDULERS:
-        raise FkdError(f"bad config: unknown scheduler {cfg.scheduler!r}{_suggest(cfg.scheduler, SCHEDULERS)}; "
-                       f"choose one of {', '.join(SCHEDULERS)}")
-    from .models import HEADS, MODELS, OWN_STRIDES, is_model
-
-    if cfg.head not in HEADS:
-        raise FkdError(f"bad config: unknown head {cfg.head!r}{_suggest(cfg.head, HEADS)}; choose one of "
-                       f"{', '.join(HEADS)}")
+    for field, registry in (("scheduler", SCHEDULERS), ("loss", LOSSES), ("optimizer", OPTIMIZERS), ("head", HEADS)):
+        name = getattr(cfg, field)
+        if name not in registry:
+            raise FkdError(f"bad config: unknown {field} {name!r}{_suggest(name, registry)}; choose one of "
+                           f"{', '.join(registry)}")
     if cfg.model == "baseline" and cfg.head != "flatten":
         raise FkdError(f"bad config: model baseline has its own fully connected head; head={cfg.head} needs a timm "
                        "backbone (e.g. --set model=resnet18)")
     if cfg.output_stride and (cfg.model == "baseline" or cfg.head in OWN_STRIDES):
         raise FkdError(f"bad config: output_stride={cfg.output_stride} is for a timm backbone with the flatten, pool "
                        f"or simcc head (head={cfg.head} chooses its own strides); --set output_stride=0")
-    changed = [k for k in ("simcc_split", "simcc_sigma") if getattr(cfg, k) != ADDED_LATER[k]]
+    changed = [k for k in ("simcc_split", "simcc_sigma") if getattr(cfg, k) != getattr(Config, k)]
     if changed and cfg.head != "simcc":
         raise FkdError(f"bad config: {changed[0]}={getattr(cfg, changed[0])} is for the simcc head (head={cfg.head}); "
                        f"--set head=simcc or leave {changed[0]} out")
@@ -296,6 +297,7 @@ def check_names(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: str | os.PathLike, extra: dict | None = None) -> Path:
     from . import atomic
+
     d = {"config": cfg.to_dict(), **(extra or {})}
     return atomic.write_text(path, yaml.safe_dump(d, sort_keys=False))
 

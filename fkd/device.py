@@ -4,17 +4,13 @@
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import tempfile
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-from . import atomic
-
+from .errors import FkdError
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +27,6 @@ def select_device(device: str = "auto", amp: str = "auto") -> tuple[torch.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from .errors import FkdError
         raise FkdError("device=cuda asked for, but torch sees no CUDA GPU; use --set device=auto")
     dev = torch.device(device)
     if amp == "off":
@@ -51,43 +46,6 @@ def to_input(images: torch.Tensor, dev: torch.device, channels_last: bool) -> to
     """uint8 (B, 96, 96) -> float (B, 1, 96, 96) in [0, 1] on the device."""
     x = images.to(dev, non_blocking=True).unsqueeze(1).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-# one file per fkd process of this user training right now (per user: another user's folder is not writable)
-TRAINERS = Path(tempfile.gettempdir()) / f"fkd-trainers-{os.getuid() if hasattr(os, 'getuid') else 0}"
-
-
-def register_trainer() -> None:
-    """Say that this process trains (until it exits), so that other fkd processes share the cores with it."""
-    me = TRAINERS / f"{atomic.HOST}-{os.getpid()}"
-    try:
-        TRAINERS.mkdir(parents=True, exist_ok=True)
-        if not me.exists():
-            me.touch()
-            atexit.register(me.unlink, missing_ok=True)
-    except OSError:
-        pass   # an unwritable temp folder only costs the sharing, never the run
-
-
-def fair_threads(requested: int = 0) -> int:
-    """torch threads for this process: `requested` if set, else this machine's cores split evenly between the
-    fkd processes training on it now. Two fkd runs on 2 cores then take one core each instead of both taking
-    both (oversubscribed, each ran about 10x slower). Re-evaluated every epoch, so a finished neighbour's core
-    comes back."""
-    if requested:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    live = 0
-    for f in TRAINERS.glob(f"{atomic.HOST}-*") if TRAINERS.is_dir() else []:
-        try:
-            pid = int(f.name.rsplit("-", 1)[1])
-        except ValueError:
-            continue
-        if atomic.alive(pid):
-            live += 1
-        else:
-            f.unlink(missing_ok=True)   # a killed trainer's file
-    return max(1, cores // max(1, live))
 
 
 def default_workers(dev: torch.device) -> int:

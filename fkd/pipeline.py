@@ -9,14 +9,16 @@ process, aims the same client at it with FKD_KAGGLE_ENDPOINT, and says loudly th
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from .competition import COMP
+from .competition import COMP, PRACTICE_DIR
+from .kaggle.client import ENDPOINT_ENV, UPLOAD_TIMEOUT_S, credentials_source, where
 
-PRACTICE_DIR = Path(COMP.data_dir) / "practice"
+CREDENTIAL_ENV = (ENDPOINT_ENV, "KAGGLE_CONFIG_DIR", "KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
 
 
 def _banner(text: str) -> None:
@@ -27,7 +29,7 @@ def _banner(text: str) -> None:
 def unfinished_submission(cfg, there) -> str | None:
     """The newest CSV of this run (same TTA) that the ledger holds as made or sent but not yet scored, for this
     destination: sent there, or made from the data it scores and not sent anywhere."""
-    from . import ledger
+    from .kaggle import ledger
 
     rows = ledger.rows(where="WHERE run = ? AND tta = ? AND competition = ? AND status IN ('local', 'pending', "
                              "'submitted')", args=(cfg.run_name(), int(cfg.tta), COMP.slug))
@@ -35,33 +37,22 @@ def unfinished_submission(cfg, there) -> str | None:
     return next((r["file"] for r in reversed(rows) if Path(r["file"]).is_file()), None)
 
 
-def submit(preset: str | None = None, config_file: str | None = None, overrides: list[str] = (),
-           data_dir: str | None = None, offline: bool = False, timeout: float = 600.0) -> dict:
-    from . import kaggle
-    from .config import make_config
-    from .predict import predict_run
-    from .train import format_cv, run_cv
+@contextlib.contextmanager
+def offline_server(data_dir: str | None, reason: str):
+    """A local `fkd serve` on the practice competition (written first if missing) or on data_dir, the official
+    client aimed at it with local credentials (real ones never leave for it); the environment is restored after.
+    Yields the folder the data is downloaded into."""
+    from .kaggle.server import serve_in_thread
 
-    t0 = time.time()
-    saved_env = {k: os.environ.get(k) for k in (kaggle.ENDPOINT_ENV, "KAGGLE_CONFIG_DIR", "KAGGLE_API_TOKEN",
-                                                "KAGGLE_USERNAME", "KAGGLE_KEY")}
-    reason = "OFFLINE=1 / --offline" if offline else "no Kaggle credentials found"
-    offline = offline or kaggle.credentials_source() is None
-    srv = None
-    if offline:
-        from .server import serve_in_thread
-
-        if data_dir is None:
-            comp_dir = PRACTICE_DIR
-            if not (comp_dir / "solution.csv").is_file():
-                from .practice import make_practice
-                print(f"writing the practice competition into {comp_dir} ...", flush=True)
-                make_practice(comp_dir)
-        else:
-            comp_dir = Path(data_dir)
-        srv, url = serve_in_thread(comp_dir, port=0)
-        os.environ[kaggle.ENDPOINT_ENV] = url
-        # local credentials for the local server: real ones (if any) never leave for it
+    comp_dir = Path(data_dir) if data_dir is not None else PRACTICE_DIR
+    if data_dir is None and not (comp_dir / "solution.csv").is_file():
+        from .competition.practice import make_practice
+        print(f"writing the practice competition into {comp_dir} ...", flush=True)
+        make_practice(comp_dir)
+    saved = {k: os.environ.get(k) for k in CREDENTIAL_ENV}
+    srv, url = serve_in_thread(comp_dir, port=0)
+    try:
+        os.environ[ENDPOINT_ENV] = url
         os.environ["KAGGLE_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fkd-offline-kaggle-")
         os.environ.pop("KAGGLE_API_TOKEN", None)
         os.environ["KAGGLE_USERNAME"], os.environ["KAGGLE_KEY"] = "fkd-offline", "local-server"
@@ -69,49 +60,70 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
                 f"A local fkd server at {url} serves {comp_dir} through the same Kaggle API and scores uploads "
                 f"against its solution.csv.\nNothing here reached kaggle.com; the scores below are local and the "
                 f"ledger records them as sent to '{srv.state.identity}' (`fkd scores` keeps them apart from Kaggle's).")
-        dest = Path(COMP.data_dir) / f"offline-{comp_dir.resolve().name}"
+        yield Path(COMP.data_dir) / f"offline-{comp_dir.resolve().name}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def submit(preset: str | None = None, config_file: str | None = None, overrides: list[str] = (),
+           data_dir: str | None = None, offline: bool = False, timeout: float = UPLOAD_TIMEOUT_S) -> dict:
+    """The whole job; returns the CV, the submission's sidecar, its ledger row and the seconds it took."""
+    t0 = time.time()
+    reason = "OFFLINE=1 / --offline" if offline else "no Kaggle credentials found"
+    offline = offline or credentials_source() is None
+    if offline:
+        where_to = offline_server(data_dir, reason)
         preset = preset or ("quick" if data_dir is None else None)
     else:
-        dest = Path(COMP.data_dir)
-        print(f"online: talking to {kaggle.where()} with credentials from {kaggle.credentials_source()}")
-    try:
-        print(f"[1/4] data: {kaggle.where()} -> {dest}", flush=True)
-        kaggle.download(dest)
-        cfg = make_config(preset=preset, config_file=config_file, overrides=list(overrides), data_dir=str(dest))
-        if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
-            from .config import replace
-            cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
-        epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
-        print(f"[2/4] train: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds x {epochs}); "
-              "a finished run with this config and data is reused", flush=True)
-        cv = run_cv(cfg)
-        print(format_cv(cv))
-        there = kaggle.destination()
-        earlier = unfinished_submission(cfg, there)
-        if earlier is not None:  # an interrupted `make submit`: finish that upload instead of making another
-            print(f"[3/4] predict: {earlier} of this run was made before and not yet scored; submitting it "
-                  "(exactly once)", flush=True)
-            info = {"file": earlier}
-        else:
-            print(f"[3/4] predict: fold ensemble, TTA {'on' if cfg.tta else 'off'}", flush=True)
-            info = predict_run(cfg.run_dir(), tta=cfg.tta)
-            print(f"      wrote {info['file']}")
-        print(f"[4/4] upload to {kaggle.where()} and wait for the score", flush=True)
-        row = kaggle.upload(info["file"], timeout=timeout, there=there)
-    finally:
-        if srv is not None:
-            srv.shutdown()
-            srv.server_close()
-            for k, v in saved_env.items():  # the offline endpoint and local credentials end with the call
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-    _banner(f"{'OFFLINE rehearsal (LOCAL ' + str(row.get('destination')) + ', nothing sent to kaggle.com)' if offline else 'Kaggle (' + str(row.get('destination')) + ')'} result for "
-            f"{Path(info['file']).name}\n"
+        print(f"online: talking to {where()} with credentials from {credentials_source()}")
+        where_to = contextlib.nullcontext(Path(COMP.data_dir))
+    with where_to as dest:
+        cfg, cv, info, row = _run(dest, preset, config_file, overrides, offline, timeout)
+    kind = (f"OFFLINE rehearsal (LOCAL {row.get('destination')}, nothing sent to kaggle.com)" if offline
+            else f"Kaggle ({row.get('destination')})")
+    _banner(f"{kind} result for {Path(info['file']).name}\n"
             f"  CV RMSE       {cv['cv_rmse']:.4f}  (mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})\n"
             f"  public score  {row['public_score']:.4f}\n  private score {row['private_score']:.4f}\n"
             f"  took {time.time() - t0:.0f}s; run in {cfg.run_dir()}, submission and sidecar in submissions/, "
             "ledger: `fkd scores`")
     return {"cv": cv, "submission": info, "ledger": row, "offline": offline, "seconds": time.time() - t0}
 
+
+def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: float):
+    """Steps 1-4 against the destination in use: data, train (or reuse), predict (or finish an earlier upload),
+    upload and wait for the score."""
+    from .config import make_config, replace
+    from .infer.predict import predict_run
+    from .kaggle.destination import destination
+    from .kaggle.download import download
+    from .kaggle.upload import upload
+    from .learn.cv import format_cv, run_cv
+
+    print(f"[1/4] data: {where()} -> {dest}", flush=True)
+    download(dest)
+    cfg = make_config(preset=preset, config_file=config_file, overrides=list(overrides), data_dir=str(dest))
+    if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
+        cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
+    epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
+    print(f"[2/4] train: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds x {epochs}); "
+          "a finished run with this config and data is reused", flush=True)
+    cv = run_cv(cfg)
+    print(format_cv(cv))
+    there = destination()
+    earlier = unfinished_submission(cfg, there)
+    if earlier is not None:  # an interrupted `make submit`: finish that upload instead of making another
+        print(f"[3/4] predict: {earlier} of this run was made before and not yet scored; submitting it "
+              "(exactly once)", flush=True)
+        info = {"file": earlier}
+    else:
+        print(f"[3/4] predict: fold ensemble, TTA {'on' if cfg.tta else 'off'}", flush=True)
+        info = predict_run(cfg.run_dir(), tta=cfg.tta)
+        print(f"      wrote {info['file']}")
+    print(f"[4/4] upload to {where()} and wait for the score", flush=True)
+    return cfg, cv, info, upload(info["file"], timeout=timeout, there=there)

@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than read: grids of faces with keypoints drawn on them.
+"""Pictures people would rather look at than read: faces with keypoints drawn on them, loss curves.
 
     >>> face_grid(images[:8], [(kp[:8], "lime", "o")], [f"row {i}" for i in range(8)], "faces.png")  # doctest: +SKIP
 """
@@ -45,3 +45,19 @@ def face_grid(images: np.ndarray, point_sets: list[tuple], titles: list[str], ou
         fig.subplots_adjust(top=1 - 0.6 / fig.get_figheight())
         fig.legend(loc="upper center", ncol=len(point_sets), fontsize=8, frameon=False)
     return save(fig, out)
+
+
+def loss_curve(history: list[dict], path: str | Path, title: str) -> Path:
+    """A fold's training and validation RMSE by epoch (log scale): loss.png beside its metrics.csv."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ep, [h["train_rmse"] for h in history], label="train RMSE (augmented, px)")
+    ax.plot(ep, [h["val_rmse"] for h in history], label="validation RMSE (px)")
+    ax.set_xlabel("epoch"), ax.set_ylabel("RMSE (px)"), ax.set_title(title), ax.grid(alpha=0.3), ax.legend()
+    ax.set_yscale("log")
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,8 +1,8 @@
 """The local Kaggle server under abuse: malformed requests, unknown routes, oversized and truncated uploads,
 stalled and many concurrent clients, all on loopback. Used by tests/test_reliability.py and `make reliability`.
 
-`abuse(srv, seed)` throws the requests at a running `fkd.server` and returns the tallies; the caller checks
-that every request got an answer (4xx for the bad ones, 503 when over the client limit), the server kept
+`abuse(srv, seed)` throws the requests at a running `fkd serve` (fkd.kaggle.server) and returns the tallies; the
+caller checks that every request got an answer (4xx for the bad ones, 503 when over the client limit), the server kept
 serving, no handler crashed (`srv.errors == 0`) and the submission history is intact.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ def bad_requests(rng: random.Random) -> list[tuple[str, bytes, dict]]:
 
 
 def abuse(srv, seed: int = 0, clients: int = 120, stalled: int = 4) -> dict:
-    """Throw everything at `srv` (an fkd.server.BoundedServer); return the tallies and what was wrong."""
+    """Throw everything at `srv` (an fkd.kaggle.server.BoundedServer); return the tallies and what was wrong."""
     port = srv.server_address[1]
     rng = random.Random(seed)
     tally, wrong = Counter(), []
@@ -119,13 +119,13 @@ def abuse(srv, seed: int = 0, clients: int = 120, stalled: int = 4) -> dict:
         if code not in ok:
             wrong.append(f"{name}: answered {code}, expected " + ("a 4xx" if len(ok) > 10 else f"one of {sorted(ok)}"))
 
-    before = json.dumps(srv.state.list_submissions("alice"), sort_keys=True)
+    before = json.dumps(srv.state.store.list_submissions("alice"), sort_keys=True)
     for name, data, opt in bad_requests(rng):
         note(name, raw(port, data, **opt), set(range(400, 500)))
 
     # a used upload token cannot be overwritten: a real submission first, then a PUT to its token
-    tok = srv.state.start_upload("ok.csv", 10)
-    srv.state.put_upload(tok, (srv.state.dir / "solution.csv").read_bytes())
+    tok = srv.state.store.start_upload("ok.csv", 10)
+    srv.state.store.put_upload(tok, (srv.state.dir / "solution.csv").read_bytes())
     code, _ = srv.state.create("abuser", tok, "abuse")
     note("create_ok", code, {200})
     note("put_after_submit", raw(port, request("PUT", f"/upload/{tok}", b"RowId,Location\n1,0\n")), {409})
@@ -176,10 +176,10 @@ def abuse(srv, seed: int = 0, clients: int = 120, stalled: int = 4) -> dict:
     tally["stalled_dropped_after_s"] = round(time.monotonic() - t0, 1)
 
     note("alive_after", raw(port, health), {200})
-    after = json.dumps(srv.state.list_submissions("alice"), sort_keys=True)
+    after = json.dumps(srv.state.store.list_submissions("alice"), sort_keys=True)
     if after != before:
         wrong.append("alice's submissions changed during the abuse")
-    integrity = srv.state.db.execute("PRAGMA integrity_check").fetchone()[0]
+    integrity = srv.state.store.db.execute("PRAGMA integrity_check").fetchone()[0]
     if integrity != "ok":
         wrong.append(f"server database: {integrity}")
     if srv.errors:

@@ -1,14 +1,20 @@
-"""Shared fixtures: tiny practice competitions made by fkd itself, outputs under tmp_path, offline env."""
+"""Shared fixtures: tiny practice competitions made by fkd itself, outputs under tmp_path, offline env.
+
+The two tiers are made here, not by hand: a test that asks for a training fixture (`trained_run`, the shared
+2-fold run, or `trains`, for a test that trains its own model beyond a few steps) is marked slow and left out
+of `make test-fast`; a test of the fast tier that takes more than FAST_STEP_LIMIT optimiser steps in this
+process fails and says to ask for `trains`.
+"""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
+import shutil
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 
 def unavailable(reason: str):
@@ -19,10 +25,44 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+SLOW_FIXTURES = {"trained_run", "trains"}
+FAST_STEP_LIMIT = 200   # optimiser steps a fast-tier test may take (the speed tests take ~40, a budget probe 8)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def trains():
+    """Ask for it in a test that trains a model beyond a few steps: the test joins the slow tier."""
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_trains_little(request):
+    """In the fast tier, training beyond FAST_STEP_LIMIT optimiser steps is an error that names the fix."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda *_: steps.append(1))
+    try:
+        yield
+    finally:
+        handle.remove()
+    if len(steps) > FAST_STEP_LIMIT:
+        pytest.fail(f"{request.node.name} took {len(steps)} optimiser steps in the fast tier (limit "
+                    f"{FAST_STEP_LIMIT}): ask for the `trains` fixture so that it runs with the slow tests")
+
+
 @pytest.fixture(scope="session")
 def practice_dir(tmp_path_factory) -> Path:
     """A small practice competition (Kaggle layout + solution.csv), read-only for the tests."""
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
 
     d = tmp_path_factory.mktemp("practice")
     make_practice(d, seed=7, n_train=600, n_test=80)
@@ -37,7 +77,7 @@ TINY = ["model=resnet18", "folds=2", "epochs=10", "batch_size=16", "lr=1e-3", "a
 def trained_run(practice_dir, tmp_path_factory):
     """One 2-fold run on the tiny practice set, trained once for the whole session: (config, cv)."""
     from fkd.config import make_config
-    from fkd.train import run_cv
+    from fkd.learn.cv import run_cv
 
     cfg = make_config(preset="quick", overrides=TINY, data_dir=str(practice_dir),
                       runs_dir=str(tmp_path_factory.mktemp("shared-runs")))
@@ -50,7 +90,7 @@ KEY = "s3cr3t-api-key-0123456789"
 @pytest.fixture
 def server(practice_dir, tmp_path, monkeypatch):
     """`fkd serve` on the practice faces, a free port, user alice; fkd's endpoint setting aims at it."""
-    from fkd.server import serve_in_thread
+    from fkd.kaggle.server import serve_in_thread
 
     srv, url = serve_in_thread(practice_dir, port=0, state_dir=tmp_path / "state", users={"alice": KEY},
                                score_delay=0.2)

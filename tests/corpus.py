@@ -263,7 +263,7 @@ def cli_args(case: Case) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python tests/corpus.py OUT_DIR")
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
 
     out = Path(sys.argv[1])
     clean = out / "_clean"

@@ -88,7 +88,7 @@ def check_artifacts(folder: Path, problems: list[str], where: str) -> None:
     import numpy as np
     import torch
 
-    from fkd.metric import read_submission
+    from fkd.competition.metric import read_submission
 
     for p in folder.rglob("*"):
         if not p.is_file() or p.name.startswith("."):
@@ -127,8 +127,8 @@ def kill_anywhere(work: Path, comp: Path, kills: int, seed: int = 0, only: set[s
     """The five commands under SIGKILL; returns {"tally": ..., "problems": [...], "seconds": {...}}."""
     import numpy as np
 
-    from fkd.runfiles import read_oof
-    from fkd.server import serve_in_thread
+    from fkd.kaggle.server import serve_in_thread
+    from fkd.learn.runfiles import read_oof
 
     rng = random.Random(seed)
     tally, problems, seconds = Counter(), [], {}
@@ -179,7 +179,7 @@ def kill_anywhere(work: Path, comp: Path, kills: int, seed: int = 0, only: set[s
             kill_then_finish(upload, hit, env_up, rng, kills, seconds["upload"],
                              lambda: check_artifacts(hit / "submissions", problems, "upload"), tally, "upload")
             tally["checks"] += 1
-            subs = srv.state.list_submissions(USER)
+            subs = srv.state.store.list_submissions(USER)
             if len(subs) != 1:
                 problems.append(f"upload: the server holds {len(subs)} submissions of one file (expected 1)")
             with sqlite3.connect(hit / "submissions" / "ledger.sqlite") as con:
@@ -260,7 +260,7 @@ def corpus_check(work: Path) -> dict:
     """Every corpus case through the CLI in a subprocess: exit 2, one line, no traceback, nothing written."""
     from corpus import build_corpus, cli_args
 
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
 
     make_practice(work / "_clean", seed=7, n_train=120, n_test=20)
     cases = build_corpus(work / "_clean", work / "cases")
@@ -289,8 +289,8 @@ def corpus_check(work: Path) -> dict:
 def server_abuse(work: Path, seed: int = 0) -> dict:
     from abuse import abuse
 
-    from fkd.practice import make_practice
-    from fkd.server import serve_in_thread
+    from fkd.competition.practice import make_practice
+    from fkd.kaggle.server import serve_in_thread
 
     make_practice(work / "abuse-comp", seed=3, n_train=60, n_test=10)
     srv, _ = serve_in_thread(work / "abuse-comp", port=0, state_dir=work / "abuse-state", users={USER: KEY},
@@ -308,7 +308,8 @@ def report(results: dict) -> str:
     kt, ct, at = k.get("tally", {}), c.get("tally", {}), a.get("tally", {})
     rows = [
         ("faults injected (SIGKILL)", kt.get("faults injected", 0), "survived", kt.get("survived", 0)),
-        ("bad inputs tried", ct.get("bad inputs tried", 0), "rejected cleanly", ct.get("bad inputs rejected cleanly", 0)),
+        ("bad inputs tried", ct.get("bad inputs tried", 0), "rejected cleanly",
+         ct.get("bad inputs rejected cleanly", 0)),
         ("valid variants tried", ct.get("valid variants tried", 0), "accepted", ct.get("valid variants accepted", 0)),
         ("requests thrown at the server", at.get("thrown", 0), "answered", at.get("answered", 0)),
     ]
@@ -336,7 +337,7 @@ def main(argv=None) -> int:
     os.environ.update(HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
     t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix="fkd-reliability-"))
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
 
     make_practice(work / "comp", seed=11, n_train=160, n_test=24)
     results = {"corpus": corpus_check(work / "corpus"), "abuse": server_abuse(work / "abuse", args.seed),

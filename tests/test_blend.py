@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fkd.blend import _groups, apply_weights, blend, fit_weights
-from fkd.runfiles import read_oof, write_oof
+from fkd.infer.blend import _groups, apply_weights, blend, fit_weights
+from fkd.learn.runfiles import read_oof, write_oof
 
 
 def test_weights_recover_a_known_mix():
@@ -26,7 +26,6 @@ def test_weights_recover_a_known_mix():
     assert np.array_equal(out[src == 1], b[src == 1], equal_nan=True)
 
 
-@pytest.mark.slow
 def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
     cfg, cv = trained_run
     good = cfg.run_dir()
@@ -47,10 +46,9 @@ def test_blend_of_a_run_and_a_noisy_copy(trained_run, tmp_path, monkeypatch):
     assert "local_score" in info and info["local_score"]["all"]["rmse"] < 10
 
 
-@pytest.mark.slow
 def test_blend_data_dir_scores_where_the_truth_is_and_refuses_other_training_data(trained_run, tmp_path):
+    from fkd.competition.practice import make_practice
     from fkd.errors import FkdError
-    from fkd.practice import make_practice
 
     cfg, _ = trained_run
     good = cfg.run_dir()

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from corpus import DATA_CASES, SUBMISSION_CASES, Case, build_corpus, cli_args  # noqa: E402
+from corpus import DATA_CASES, SUBMISSION_CASES, Case, build_corpus, cli_args
 
-from fkd.cli import main  # noqa: E402
+from fkd.cli import main
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> dict[str, Case]:
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
 
     root = tmp_path_factory.mktemp("corpus")
     make_practice(root / "_clean", seed=7, n_train=120, n_test=20)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fkd.competition import COMP
-from fkd.data import COMMON, FULL, load_data, make_folds
+from fkd.competition import COMMON, COMP, FULL
+from fkd.competition.data import load_data
+from fkd.competition.folds import make_folds
 
 
 def test_loads_practice_arrays(practice_dir):
@@ -67,7 +68,7 @@ def test_every_kaggle_form_loads_the_same(practice_dir, tmp_path, form):
 
 
 def test_cache_is_used_and_invalidated(practice_copy, monkeypatch):
-    import fkd.data
+    import fkd.competition.data
 
     a = load_data(practice_copy)
     cache_files = list(Path(os.environ["FKD_CACHE_DIR"]).glob("*.npz"))
@@ -77,7 +78,7 @@ def test_cache_is_used_and_invalidated(practice_copy, monkeypatch):
         raise AssertionError("parsed again although the cache holds this folder")
 
     with monkeypatch.context() as m:                 # the second load must come from the cache alone
-        m.setattr(fkd.data, "_parse_training", no_parse)
+        m.setattr(fkd.competition.data, "_parse_training", no_parse)
         b = load_data(practice_copy)
     assert np.array_equal(a.images, b.images)
     # a changed file is re-read: drop the last test image from the lookup table

@@ -5,15 +5,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from fkd import kaggle, ledger
-from fkd.data import load_data
-from fkd.data import test_hash as data_test_hash
-from fkd.errors import FkdError
-from fkd.practice import make_practice
-from fkd.server import serve_in_thread, served_identity
-
 from conftest import noisy_submission
+
+from fkd.competition.data import load_data
+from fkd.competition.data import test_hash as data_test_hash
+from fkd.competition.practice import make_practice
+from fkd.errors import FkdError
+from fkd.kaggle import ledger
+from fkd.kaggle.destination import Destination, destination, offline_destination
+from fkd.kaggle.download import download
+from fkd.kaggle.server import serve_in_thread, served_identity
+from fkd.kaggle.upload import upload, upload_pending
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +55,13 @@ def made_from(csv: Path, comp_dir: Path) -> Path:
 def test_the_server_names_itself_by_what_it_serves(two_servers, practice_dir, other_dir, monkeypatch):
     a, url_a = two_servers["A"]
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
-    there = kaggle.destination()
+    there = destination()
     assert there.name == served_identity(practice_dir) == a.state.identity and there.local
     assert there.test_hash == data_test_hash(load_data(practice_dir))
     assert served_identity(other_dir) != there.name                    # other data, other destination
-    assert kaggle.offline_destination(practice_dir) == kaggle.Destination(there.name, None, there.test_hash)
+    assert offline_destination(practice_dir) == Destination(there.name, None, there.test_hash)
     monkeypatch.delenv("FKD_KAGGLE_ENDPOINT")
-    assert kaggle.destination().name == "kaggle.com" and not kaggle.destination().local
+    assert destination().name == "kaggle.com" and not destination().local
 
 
 def test_every_upload_records_its_destination_and_scores_keep_them_apart(two_servers, practice_dir, other_dir,
@@ -69,9 +71,9 @@ def test_every_upload_records_its_destination_and_scores_keep_them_apart(two_ser
     sa = made_from(noisy_submission(practice_dir, tmp_path / "for-a.csv", noise=0.5), practice_dir)
     sb = made_from(noisy_submission(other_dir, tmp_path / "for-b.csv", noise=3.0), other_dir)
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
-    row_a = kaggle.upload(sa)
+    row_a = upload(sa)
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_b)
-    row_b = kaggle.upload(sb)
+    row_b = upload(sb)
     assert row_a["destination"] == a.state.identity and row_a["endpoint"] == url_a
     assert row_b["destination"] == b.state.identity
     capsys.readouterr()
@@ -95,13 +97,13 @@ def test_leaderboard_ranks_only_scores_from_its_own_board(two_servers, practice_
     from fkd.cli import main
     url_a, url_b = two_servers["A"][1], two_servers["B"][1]
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
-    kaggle.upload(made_from(noisy_submission(practice_dir, tmp_path / "great.csv", noise=0.01), practice_dir))
+    upload(made_from(noisy_submission(practice_dir, tmp_path / "great.csv", noise=0.01), practice_dir))
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_b)
     capsys.readouterr()
     assert main(["leaderboard"]) == 0
     out = capsys.readouterr().out
     assert "our best" not in out                                        # A's 0.01 px never ranks on B's board
-    kaggle.upload(made_from(noisy_submission(other_dir, tmp_path / "meh.csv", noise=30.0), other_dir))
+    upload(made_from(noisy_submission(other_dir, tmp_path / "meh.csv", noise=30.0), other_dir))
     assert main(["leaderboard"]) == 0
     out = capsys.readouterr().out
     best_b = ledger.get(tmp_path / "meh.csv")["public_score"]
@@ -114,28 +116,28 @@ def test_a_csv_made_from_other_data_is_never_sent(two_servers, practice_dir, oth
     wrong = made_from(noisy_submission(practice_dir, tmp_path / "practice-made.csv"), practice_dir)
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_b)
     with pytest.raises(FkdError, match="predicted from other data .* not sent"):
-        kaggle.upload(wrong)
-    assert b.state.list_submissions("dora") == []
+        upload(wrong)
+    assert b.state.store.list_submissions("dora") == []
 
 
 def test_pending_settles_only_its_own_destination(two_servers, practice_dir, other_dir, tmp_path, monkeypatch,
                                                   capsys):
     (a, url_a), (b, url_b) = two_servers["A"], two_servers["B"]
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
-    a.state.set_fault("put", 1)                                         # the upload to A fails: pending for A
+    a.state.store.set_fault("put", 1)                                         # the upload to A fails: pending for A
     sub = made_from(noisy_submission(practice_dir, tmp_path / "for-a.csv"), practice_dir)
     with pytest.raises(FkdError):
-        kaggle.upload(sub)
+        upload(sub)
     assert ledger.get(sub)["status"] == "pending" and ledger.get(sub)["destination"] == a.state.identity
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_b)
     capsys.readouterr()
-    assert kaggle.upload_pending() == []                                # B never sees A's CSV
+    assert upload_pending() == []                                # B never sees A's CSV
     assert f"skipped for-a.csv: sent to {a.state.identity}" in capsys.readouterr().out
-    assert b.state.list_submissions("dora") == []
+    assert b.state.store.list_submissions("dora") == []
     with pytest.raises(FkdError, match="was sent to .*settle it there"):
-        kaggle.upload(sub)
+        upload(sub)
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)                    # back at A, it settles
-    assert [r["status"] for r in kaggle.upload_pending()] == ["COMPLETE"]
+    assert [r["status"] for r in upload_pending()] == ["COMPLETE"]
 
 
 def test_an_old_ledger_migrates_in_place_and_its_rows_stay_unknown(tmp_path):
@@ -165,6 +167,6 @@ def test_an_old_ledger_migrates_in_place_and_its_rows_stay_unknown(tmp_path):
 def test_download_marker_names_its_destination(two_servers, practice_dir, tmp_path, monkeypatch):
     (a, url_a), _ = two_servers["A"], two_servers["B"]
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", url_a)
-    kaggle.download(tmp_path / "dl")
+    download(tmp_path / "dl")
     m = json.loads((tmp_path / "dl" / ".fkd-download.json").read_text())
     assert m["destination"] == a.state.identity and m["test_hash"] == data_test_hash(load_data(practice_dir))

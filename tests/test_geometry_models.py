@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from fkd.augment import Augmenter
 from fkd.competition import COMP
-from fkd.keypoints import FLIP_PERM, flip_keypoints, flip_keypoints_torch
-from fkd.models import HEADS, MODELS, create_model, masked_loss
-from fkd.schedules import SCHEDULERS
+from fkd.competition.keypoints import FLIP_PERM, flip_keypoints, flip_keypoints_torch
+from fkd.learn.augment import Augmenter
+from fkd.learn.losses import masked_loss
+from fkd.learn.models import HEADS, MODELS, create_model
+from fkd.learn.schedules import SCHEDULERS
 
 
 def kp_of(**named):
@@ -28,7 +29,7 @@ def test_flip_swaps_left_and_right():
     k = kp_of(left_eye_center=(66, 38), right_eye_center=(30, 39), nose_tip=(48, 58),
               mouth_left_corner=(63, 76), mouth_right_corner=(33, 77))
     f = flip_keypoints(k, 95.0)
-    g = lambda kk, n: tuple(kk[2 * COMP.keypoints.index(n):2 * COMP.keypoints.index(n) + 2])  # noqa: E731
+    g = lambda kk, n: tuple(kk[2 * COMP.keypoints.index(n):2 * COMP.keypoints.index(n) + 2])
     assert g(f, "left_eye_center") == (95 - 30, 39)    # the right eye, mirrored, is now the left eye
     assert g(f, "right_eye_center") == (95 - 66, 38)
     assert g(f, "nose_tip") == (95 - 48, 58)
@@ -106,7 +107,7 @@ def test_a_finer_output_stride_keeps_a_larger_final_map(name, head):
     """output_stride=16 dilates the last stage: the 96 px face ends as a 6x6 map instead of 3x3, and the heads
     size themselves from it."""
     from fkd.config import make_config
-    from fkd.models import create_from_config
+    from fkd.learn.models import create_from_config
     cfg = make_config(overrides=[f"model={name}", f"head={head}", "output_stride=16"])
     m = create_from_config(cfg).eval()
     with torch.no_grad():
@@ -131,7 +132,7 @@ def test_simcc_split_and_sigma_reach_the_head_and_its_convention(split, sigma):
     (i + 0.5) / split - 0.5 (mirroring about 95), a Gaussian target of that sigma decodes back to its label, the
     loss is lowest at the label, and the run gets its own fingerprint (the defaults keep the old one)."""
     from fkd.config import make_config
-    from fkd.models import create_from_config
+    from fkd.learn.models import create_from_config
     cfg = make_config(overrides=["head=simcc", f"simcc_split={split}", f"simcc_sigma={sigma}"])
     m = create_from_config(cfg)
     head = m.head
@@ -172,7 +173,8 @@ def test_heatmap_and_simcc_decoders_share_one_convention_and_mirror_about_95():
     """Encoding and decoding agree (cell i of a stride-s map is centred at (i + 0.5) s - 0.5) and a mirrored map
     decodes to the mirrored point about W - 1 = 95: flip TTA un-flips decoded points with the run's fitted
     constant, never by flipping maps."""
-    from fkd.models import HALF, SimCCHead, soft_argmax
+    from fkd.learn.losses import HALF
+    from fkd.learn.models.heads import SimCCHead, soft_argmax
     torch.manual_seed(0)
     logits = torch.randn(2, 15, 24, 24) * 3
     p = soft_argmax(logits, 4) * HALF + HALF                                 # (2, 15, 2) pixels
@@ -181,7 +183,7 @@ def test_heatmap_and_simcc_decoders_share_one_convention_and_mirror_about_95():
     one_hot = torch.full((1, 1, 24, 24), -1e4)
     one_hot[0, 0, 5, 7] = 0.0                                              # all mass in row 5, column 7
     assert (soft_argmax(one_hot, 4)[0, 0] * HALF + HALF).tolist() == pytest.approx([7 * 4 + 1.5, 5 * 4 + 1.5])
-    head = SimCCHead(8, 9, 1, 0.0)
+    head = SimCCHead(8, 9, 1, 0.0, split=2, sigma=1.5)
     c = head.centres
     assert torch.allclose(c + c.flip(0), torch.full_like(c, 95.0))          # bins mirror about 95 too
     # a Gaussian target at x decodes back to x, away from the borders (no bias from the encoding)
@@ -190,8 +192,8 @@ def test_heatmap_and_simcc_decoders_share_one_convention_and_mirror_about_95():
 
 
 def test_simcc_loss_ignores_unlabelled_keypoints_and_is_lowest_at_the_label():
-    from fkd.models import SimCCHead
-    head = SimCCHead(8, 9, 2, 0.0)
+    from fkd.learn.models.heads import SimCCHead
+    head = SimCCHead(8, 9, 2, 0.0, split=2, sigma=1.5)
     target = torch.full((1, 30), float("nan"))
     target[0, :2] = torch.tensor([40.0, 50.0])                              # one labelled keypoint
     def logits_at(x, y):
@@ -220,17 +222,17 @@ def test_source_picks_its_own_output():
 
 def test_baseline_is_the_reference_architecture():
     m = create_model("baseline", dropout=0.4, source_aware=False)
-    convs = [l for l in m.modules() if isinstance(l, torch.nn.Conv2d)]
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
         (1, 64, (3, 3), (1, 1)), (64, 64, (3, 3), (1, 1)), (64, 128, (3, 3), (1, 1)),
         (128, 128, (3, 3), (1, 1)), (128, 256, (3, 3), (1, 1))]
-    lins = [l for l in m.modules() if isinstance(l, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in lins] == [(2304, 1024), (1024, 512), (512, 30)]
+    lins = [x for x in m.modules() if isinstance(x, torch.nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in lins] == [(2304, 1024), (1024, 512), (512, 30)]
     assert [d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)] == [0.4, 0.4]
 
 
 def test_tta_flip_constant_is_fitted_to_the_data_convention():
-    from fkd.train import fit_tta_flip_const, tta_average
+    from fkd.competition.keypoints import fit_tta_flip_const, tta_average
     rng = np.random.default_rng(0)
     truth = rng.uniform(10, 86, (500, 30))
     truth[:, 4:6] = np.nan                                   # missing labels are ignored
@@ -242,16 +244,15 @@ def test_tta_flip_constant_is_fitted_to_the_data_convention():
     tta = tta_average(p, pm, c_used)                         # un-flipped with the training constant
     c = fit_tta_flip_const(tta, truth, c_used)
     assert c == pytest.approx(c_true, abs=0.1)               # recovered whatever training used
-    err = lambda a: np.sqrt(np.nanmean((a - truth)[:, 0::2] ** 2))  # noqa: E731
+    err = lambda a: np.sqrt(np.nanmean((a - truth)[:, 0::2] ** 2))
     assert err(tta_average(p, pm, c)) < err(tta) - 0.05
 
 
-@pytest.mark.slow
-def test_baseline_starts_at_the_mean_and_learns_within_a_few_dozen_steps(practice_dir):
+def test_baseline_starts_at_the_mean_and_learns_within_a_few_dozen_steps(practice_dir, trains):
     """PyTorch's default init left BaselineNet's features near zero (no BatchNorm in five blocks): on ytf15 it
     sat at the mean keypoints for a whole schedule. He init + a zero last layer must start at the mean and fit
     a fixed batch of practice faces quickly."""
-    from fkd.data import load_data
+    from fkd.competition.data import load_data
     torch.manual_seed(0)
     d = load_data(practice_dir)
     x = torch.from_numpy(d.images[:64]).float().div(255).unsqueeze(1)

@@ -8,39 +8,42 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fkd import kaggle, ledger
-from fkd.errors import FkdError
-from fkd.metric import score_files
-from fkd.server import serve_in_thread
-
 from conftest import KEY, noisy_submission, unavailable
+
+from fkd.competition.metric import score_files
+from fkd.errors import FkdError
+from fkd.kaggle import ledger
+from fkd.kaggle.client import get_api, warn_permissions
+from fkd.kaggle.download import download
+from fkd.kaggle.server import serve_in_thread
+from fkd.kaggle.upload import upload, upload_pending
 
 
 def test_download_submit_poll_scores_equal_fkd_score(server, practice_dir, tmp_path):
-    files = kaggle.download(tmp_path / "dl")
+    files = download(tmp_path / "dl")
     assert {f.name for f in files} == {"training.csv", "test.csv", "IdLookupTable.csv", "SampleSubmission.csv"}
     assert not (tmp_path / "dl" / "solution.csv").exists()       # never served
     assert not (tmp_path / "dl" / "facial-keypoints-detection.zip").exists()
     before = {f: f.stat().st_mtime_ns for f in files}
-    kaggle.download(tmp_path / "dl")                              # intact: skipped
+    download(tmp_path / "dl")                              # intact: skipped
     assert before == {f: f.stat().st_mtime_ns for f in files}
     sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
-    row = kaggle.upload(sub)
+    row = upload(sub)
     assert row["status"] == "COMPLETE"
     for subset, col in (("public", "public_score"), ("private", "private_score")):
         assert abs(row[col] - score_files(sub, practice_dir / "solution.csv", subset=subset)["rmse"]) < 1e-9
     assert f"uid={row['uid']}" in row["description"]
     # the same file is never submitted twice
-    again = kaggle.upload(sub)
+    again = upload(sub)
     assert again["ref"] == row["ref"]
-    assert len(server.state.list_submissions("alice")) == 1
+    assert len(server.state.store.list_submissions("alice")) == 1
 
 
 def test_downloaded_data_loads_like_the_original(server, practice_dir, tmp_path):
-    from fkd.data import load_data
     import numpy as np
-    kaggle.download(tmp_path / "dl")
+
+    from fkd.competition.data import load_data
+    download(tmp_path / "dl")
     a, b = load_data(practice_dir), load_data(tmp_path / "dl")
     assert np.array_equal(a.images, b.images) and a.data_hash == b.data_hash
 
@@ -48,7 +51,7 @@ def test_downloaded_data_loads_like_the_original(server, practice_dir, tmp_path)
 def test_error_submission_shows_its_reason(server, practice_dir, tmp_path):
     sub = noisy_submission(practice_dir, tmp_path / "short.csv", drop=5)
     with pytest.raises(FkdError, match="ERROR: .*5 RowIds missing"):
-        kaggle.upload(sub)
+        upload(sub)
     assert sub.is_file() and ledger.get(sub)["status"] == "ERROR"
 
 
@@ -57,7 +60,7 @@ def test_no_credentials(monkeypatch, tmp_path):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
     with pytest.raises(FkdError, match="no Kaggle credentials found.*kaggle.json"):
-        kaggle.get_api()
+        get_api()
 
 
 @pytest.mark.parametrize("fault,expected", [
@@ -68,32 +71,32 @@ def test_no_credentials(monkeypatch, tmp_path):
 ])
 def test_failures_keep_the_csv_and_a_pending_row(server, practice_dir, tmp_path, fault, expected):
     sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
-    server.state.set_fault(fault, 1 if fault == "auth" else -1)
+    server.state.store.set_fault(fault, 1 if fault == "auth" else -1)
     with pytest.raises(FkdError, match=expected):
-        kaggle.upload(sub)
+        upload(sub)
     assert sub.is_file()
     row = ledger.get(sub)
     assert row["status"] == "pending" and row["error"]
-    server.state.set_fault(fault, 0)
-    done = kaggle.upload_pending()                                # the retry settles it
+    server.state.store.set_fault(fault, 0)
+    done = upload_pending()                                # the retry settles it
     assert [r["status"] for r in done] == ["COMPLETE"]
-    assert len(server.state.list_submissions("alice")) == 1
+    assert len(server.state.store.list_submissions("alice")) == 1
 
 
 def test_reply_lost_after_accept_never_submits_twice(server, practice_dir, tmp_path):
     sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
-    server.state.set_fault("create-lost", 1)
-    row = kaggle.upload(sub)
+    server.state.store.set_fault("create-lost", 1)
+    row = upload(sub)
     assert row["status"] == "COMPLETE"
-    assert len(server.state.list_submissions("alice")) == 1
+    assert len(server.state.store.list_submissions("alice")) == 1
 
 
 def test_daily_limit(server, practice_dir, tmp_path):
     for i in range(5):
-        kaggle.upload(noisy_submission(practice_dir, tmp_path / f"s{i}.csv", seed=i))
+        upload(noisy_submission(practice_dir, tmp_path / f"s{i}.csv", seed=i))
     sixth = noisy_submission(practice_dir, tmp_path / "s6.csv", seed=6)
     with pytest.raises(FkdError, match="daily submission limit reached .*5 a day"):
-        kaggle.upload(sixth)
+        upload(sixth)
     assert sixth.is_file() and ledger.get(sixth)["status"] == "pending"
 
 
@@ -104,7 +107,7 @@ def test_network_down(server, practice_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", f"http://127.0.0.1:{port}")
     sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
     with pytest.raises(FkdError, match="cannot reach .*kept"):
-        kaggle.upload(sub)
+        upload(sub)
 
 
 def test_stalled_server_times_out(server, practice_dir, tmp_path, monkeypatch):
@@ -119,17 +122,17 @@ def test_stalled_server_times_out(server, practice_dir, tmp_path, monkeypatch):
         sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
         t0 = time.monotonic()
         with pytest.raises(FkdError, match="did not answer within 2s .*kept"):
-            kaggle.upload(sub)
+            upload(sub)
         assert time.monotonic() - t0 < 30
-    assert sub.is_file() and ledger.get(sub)["status"] == "pending"
+    assert sub.is_file() and ledger.get(sub) is None        # it reached no server: pending nowhere
 
 
 def test_credentials_never_leak(server, practice_dir, tmp_path, capsys):
     sub = noisy_submission(practice_dir, tmp_path / "sub.csv")
-    kaggle.upload(sub)
-    server.state.set_fault("auth", 1)
+    upload(sub)
+    server.state.store.set_fault("auth", 1)
     with pytest.raises(FkdError) as e:
-        kaggle.upload(noisy_submission(practice_dir, tmp_path / "sub2.csv", seed=3))
+        upload(noisy_submission(practice_dir, tmp_path / "sub2.csv", seed=3))
     out = capsys.readouterr()
     assert KEY not in out.out + out.err + str(e.value)
     assert KEY.encode() not in Path("submissions/ledger.sqlite").read_bytes()
@@ -143,9 +146,9 @@ def test_kaggle_json_readable_by_others_warns(tmp_path, monkeypatch, capsys):
     (d / "kaggle.json").write_text('{"username": "u", "key": "k"}')
     os.chmod(d / "kaggle.json", 0o644)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(d))
-    assert kaggle.warn_permissions() and "chmod 600" in capsys.readouterr().err
+    assert warn_permissions() and "chmod 600" in capsys.readouterr().err
     os.chmod(d / "kaggle.json", 0o600)
-    assert kaggle.warn_permissions() is None
+    assert warn_permissions() is None
 
 
 def test_server_state_survives_a_restart(practice_dir, tmp_path, monkeypatch):
@@ -155,13 +158,13 @@ def test_server_state_survives_a_restart(practice_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "c"))
     monkeypatch.setenv("KAGGLE_USERNAME", "bob")
     monkeypatch.setenv("KAGGLE_KEY", "k")
-    row = kaggle.upload(noisy_submission(practice_dir, tmp_path / "a.csv"))
+    row = upload(noisy_submission(practice_dir, tmp_path / "a.csv"))
     srv.shutdown()
     srv.server_close()
     srv2, url2 = serve_in_thread(practice_dir, port=0, state_dir=state)
-    subs = srv2.state.list_submissions("bob")
+    subs = srv2.state.store.list_submissions("bob")
     assert len(subs) == 1 and float(subs[0]["publicScore"]) == row["public_score"]
-    board = srv2.state.leaderboard()
+    board = srv2.state.store.leaderboard()
     assert {"Sample Submission Benchmark", "Mean Keypoints Benchmark", "bob"} <= {b["teamName"] for b in board}
     srv2.shutdown()
     srv2.server_close()
@@ -179,7 +182,7 @@ def test_the_kaggle_cli_itself_lists_our_submission(practice_dir, tmp_path, monk
         monkeypatch.setenv("KAGGLE_USERNAME", "carol")
         monkeypatch.setenv("KAGGLE_KEY", "k")
         sub = noisy_submission(practice_dir, tmp_path / "fkd-made.csv")
-        kaggle.upload(sub)
+        upload(sub)
         exe = shutil.which("kaggle", path=str(Path(sys.executable).parent)) or "kaggle"
         env = {**os.environ, "KAGGLE_API_ENVIRONMENT": "LOCALHOST"}
         c = "facial-keypoints-detection"
@@ -214,8 +217,8 @@ def test_scores_merge_the_competition_list_and_leaderboard_ranks_us(server, prac
     b = noisy_submission(practice_dir, tmp_path / "b.csv", noise=2.0, seed=1)
     ledger.record(a, cv_rmse=0.6, run="run-a")
     ledger.record(b, cv_rmse=2.1, run="run-b")
-    kaggle.upload(a)
-    kaggle.upload(b)
+    upload(a)
+    upload(b)
     ledger.record(a, public_score=None, private_score=None, status="submitted")   # stale local view
     capsys.readouterr()
     assert main(["scores"]) == 0
@@ -230,8 +233,7 @@ def test_scores_merge_the_competition_list_and_leaderboard_ranks_us(server, prac
     assert "Mean Keypoints Benchmark" in out and "would rank 1 of" in out
 
 
-@pytest.mark.slow
-def test_submit_end_to_end_offline(practice_dir, tmp_path, monkeypatch, capsys):
+def test_submit_end_to_end_offline(practice_dir, tmp_path, monkeypatch, capsys, trains):
     """download -> train tiny -> predict -> submit -> poll, all through the official client and `fkd serve`."""
     from fkd.pipeline import submit
     for v in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "FKD_KAGGLE_ENDPOINT"):

@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 
 from fkd.competition import COMP
-from fkd.data import FULL, load_data
+from fkd.competition.data import FULL, load_data
+from fkd.competition.metric import public_mask, score_files
+from fkd.competition.practice import make_practice
 from fkd.errors import FkdError
-from fkd.metric import public_mask, score_files
-from fkd.practice import make_practice
 
 
 def test_same_seed_same_bytes(tmp_path):
     a = make_practice(tmp_path / "a", seed=3, n_train=60, n_test=20)
     b = make_practice(tmp_path / "b", seed=3, n_train=60, n_test=20)
     c = make_practice(tmp_path / "c", seed=4, n_train=60, n_test=20)
-    for fa, fb, fc in zip(a["files"], b["files"], c["files"]):
+    for fa, fb in zip(a["files"], b["files"]):
         assert Path(fa).read_bytes() == Path(fb).read_bytes()
     assert Path(a["files"][0]).read_bytes() != Path(c["files"][0]).read_bytes()
 
@@ -86,7 +86,8 @@ def test_per_source_scores_and_subsets(practice_dir, tmp_path):
 REFUSED = {
     "wrong_header": (lambda s: s.rename(columns={"Location": "Loc"}), "expected 'RowId,Location'"),
     "missing_rows": (lambda s: s.iloc[:-3], "3 RowIds missing"),
-    "extra_rows": (lambda s: pd.concat([s, pd.DataFrame({"RowId": [10**6], "Location": [1.0]})]), "not in the solution"),
+    "extra_rows": (lambda s: pd.concat([s, pd.DataFrame({"RowId": [10**6], "Location": [1.0]})]),
+                   "not in the solution"),
     "duplicate_rowid": (lambda s: pd.concat([s, s.iloc[:1]]), "appears twice"),
     "nan_value": (lambda s: s.assign(Location=s.Location.where(s.index != 4)), "line 6: Location"),
     "text_value": (lambda s: s.astype({"Location": object}).assign(

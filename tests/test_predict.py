@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from fkd import ledger
-from fkd.data import load_data
+from fkd.competition.data import load_data
+from fkd.competition.keypoints import flip_keypoints
 from fkd.errors import FkdError
-from fkd.models import predict_images
-from fkd.keypoints import flip_keypoints
-from fkd.predict import predict_run
-from fkd.submission import submission_frame, write_csv
+from fkd.infer.predict import predict_run
+from fkd.infer.submission import submission_frame, write_csv
+from fkd.kaggle import ledger
+from fkd.learn.models import predict_images
 
 
 def test_rows_follow_the_lookup_table_clipped_and_finite(practice_dir, tmp_path):
@@ -42,7 +42,7 @@ class Symmetrized(torch.nn.Module):
         self.base, self.c = base, c
 
     def forward(self, x, source, target=None):
-        from fkd.keypoints import flip_keypoints_torch
+        from fkd.competition.keypoints import flip_keypoints_torch
         p = self.base(x, source)["preds"]
         pf = self.base(x.flip(-1), source)["preds"]
         return {"preds": (p + flip_keypoints_torch(pf, self.c)) / 2}
@@ -52,7 +52,7 @@ def test_flip_equivariant_model_passes_tta_unchanged():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, (6, 96, 96), dtype=np.uint8)
     src = np.array([0, 1, 0, 1, 0, 1])
-    from fkd.models import create_model
+    from fkd.learn.models import create_model
     torch.manual_seed(0)
     m = Symmetrized(create_model("baseline", dropout=0.0), 95.0).eval()
     dev = torch.device("cpu")
@@ -78,7 +78,7 @@ def slow(self, data):
         import time; time.sleep(30)
         f.write(data[100:])
 a.Path.write_bytes = slow
-from fkd.submission import write_csv
+from fkd.infer.submission import write_csv
 write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}}), a.Path({str(out)!r}))
 """
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -92,7 +92,6 @@ write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}
     assert not list(tmp_path.glob(".*.tmp*"))    # ...is swept by the next write into its folder
 
 
-@pytest.mark.slow
 def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
     cfg, cv = trained_run
     assert cv["cv_rmse_tta"] <= cv["cv_rmse_no_tta"]      # flip TTA helps out of fold
@@ -120,7 +119,7 @@ def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
     (empty / "config.yaml").write_text((cfg.run_dir() / "config.yaml").read_text())
     with pytest.raises(FkdError, match="no finished fold checkpoints"):
         predict_run(empty)
-    from fkd.practice import make_practice
+    from fkd.competition.practice import make_practice
     other = tmp_path / "other"
     make_practice(other, seed=99, n_train=50, n_test=20)
     n_before = len(list(Path("submissions").glob("*.csv")))
@@ -129,7 +128,6 @@ def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
     assert len(list(Path("submissions").glob("*.csv"))) == n_before
 
 
-@pytest.mark.slow
 def test_error_report_of_a_trained_run(trained_run, capsys):
     from fkd.cli import main
     cfg, cv = trained_run

@@ -4,8 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import pytest  # noqa: E402
-import reliability  # noqa: E402
+import reliability
 
 
 def test_server_under_abuse(tmp_path):
@@ -15,9 +14,8 @@ def test_server_under_abuse(tmp_path):
     assert t["thrown"] >= 150 and t["answered"] == t["thrown"] and t["handler_crashes"] == 0
 
 
-@pytest.mark.slow
-def test_kill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    from fkd.practice import make_practice
+def test_kill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, trains):
+    from fkd.competition.practice import make_practice
 
     make_practice(tmp_path / "comp", seed=11, n_train=160, n_test=24)
     out = reliability.kill_anywhere(tmp_path / "kill", tmp_path / "comp", kills=2, seed=1)

@@ -3,10 +3,10 @@ run's out-of-fold arrays load the rows the run was trained on, also with limit_t
 import numpy as np
 import pytest
 
-from fkd import runfiles
+from fkd.competition.data import load_data, load_training_data
 from fkd.config import PRESETS, make_config, training_fields
-from fkd.data import load_data, load_training_data
 from fkd.errors import FkdError
+from fkd.learn import runfiles
 
 
 def test_a_saved_config_reloads_as_saved(tmp_path):
@@ -52,7 +52,7 @@ def test_out_of_fold_arrays_round_trip_with_named_fields(tmp_path):
 
 def test_fkd_errors_on_a_run_trained_with_limit_train(practice_dir, tmp_path):
     """`fkd errors` once loaded every row while the run's arrays held limit_train rows (a shape error)."""
-    from fkd.analysis import error_report
+    from fkd.report.error_analysis import error_report
 
     cfg = make_config(preset="quick", overrides=["limit_train=100"], data_dir=str(practice_dir),
                       runs_dir=str(tmp_path), name="limited")
@@ -74,8 +74,8 @@ def test_fkd_errors_on_a_run_trained_with_limit_train(practice_dir, tmp_path):
 def test_fkd_runs_lists_every_run_best_first(tmp_path, capsys):
     import json
 
-    from fkd import ledger
     from fkd.cli import main
+    from fkd.kaggle import ledger
     for name, model, cv in (("worse", "resnet34", 2.2), ("better", "resnet18", 1.9), ("unfinished", "baseline", None)):
         cfg = make_config(preset="default", overrides=[f"model={model}", f"name={name}"], runs_dir="runs")
         cfg.run_dir().mkdir(parents=True)
@@ -104,3 +104,13 @@ def test_names_are_checked_before_anything_is_written(practice_dir, tmp_path, fi
                  "--set", f"runs_dir={tmp_path / 'runs'}"])
     assert code == 2 and f"did you mean '{suggestion}'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()                                # no config.yaml, no run folder
+
+
+def test_the_presets_keep_the_fingerprints_their_runs_were_named_with():
+    """Runs made before a change of code are found, resumed and reused only while the fingerprint of the same
+    config stays the same: these are the names runs of each preset carry (README, docs/ablations.md)."""
+    from fkd.config import make_config
+
+    named = {"quick": "389b59f0", "default": "2b644a12", "best": "7c232373", "baseline": "e339ce45"}
+    assert {p: make_config(preset=p).fingerprint()[:8] for p in named} == named
+    assert make_config(preset="default").run_name() == "default-regnety_004-2b644a12"

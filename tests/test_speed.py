@@ -6,15 +6,17 @@ import sys
 import numpy as np
 import torch
 
-from fkd import device
-from fkd.augment import Augmenter
+from fkd import cores
 from fkd.config import make_config
-from fkd.models import create_from_config
-from fkd.train import POSTFIX_EVERY, SHARE_EVERY, FaceDataset, train_one_epoch
+from fkd.cores import SHARE_EVERY
+from fkd.learn.augment import Augmenter
+from fkd.learn.dataset import FaceDataset
+from fkd.learn.loop import POSTFIX_EVERY, train_one_epoch
+from fkd.learn.models import create_from_config
 
 
 def test_a_training_epoch_reads_the_device_back_only_a_few_times(practice_dir, monkeypatch):
-    from fkd.data import load_data
+    from fkd.competition.data import load_data
     d = load_data(practice_dir)
     cfg = make_config(preset="quick", overrides=["model=baseline", "batch_size=8", "aug=0"])
     model = create_from_config(cfg)
@@ -28,7 +30,7 @@ def test_a_training_epoch_reads_the_device_back_only_a_few_times(practice_dir, m
 
         def counted(self, *a, _original=original, _name=name, **kw):
             caller = sys._getframe(1).f_code.co_filename               # reads made by fkd's loop itself
-            if caller.endswith(os.path.join("fkd", "train.py")):        # (optimizers keep CPU step counters)
+            if caller.endswith(os.path.join("fkd", "learn", "loop.py")):        # (optimizers keep CPU step counters)
                 reads.append(_name)
             return _original(self, *a, **kw)
         monkeypatch.setattr(torch.Tensor, name, counted)
@@ -40,11 +42,11 @@ def test_a_training_epoch_reads_the_device_back_only_a_few_times(practice_dir, m
 
 
 def test_trainers_share_the_cores(tmp_path, monkeypatch):
-    monkeypatch.setattr(device, "TRAINERS", tmp_path / "trainers")
-    cores = len(os.sched_getaffinity(0))
-    assert device.fair_threads() == cores and device.fair_threads(requested=3) == 3
-    device.register_trainer()                                   # this process trains
-    assert device.fair_threads() == cores
+    monkeypatch.setattr(cores, "TRAINERS", tmp_path / "trainers")
+    n_cores = len(os.sched_getaffinity(0))
+    assert cores.fair_threads() == n_cores and cores.fair_threads(requested=3) == 3
+    cores.register_trainer()                                   # this process trains
+    assert cores.fair_threads() == n_cores
     other = subprocess.Popen(["sleep", "30"])                   # a second fkd trainer, alive
     dead = subprocess.Popen(["true"])
     dead.wait()                                                 # and a killed one's leftover file
@@ -52,21 +54,21 @@ def test_trainers_share_the_cores(tmp_path, monkeypatch):
     try:
         (tmp_path / "trainers" / f"{host}-{other.pid}").touch()
         (tmp_path / "trainers" / f"{host}-{dead.pid}").touch()
-        assert device.fair_threads() == max(1, cores // 2)
+        assert cores.fair_threads() == max(1, n_cores // 2)
         assert not (tmp_path / "trainers" / f"{host}-{dead.pid}").exists()
     finally:
         other.kill()
         other.wait()
-    assert device.fair_threads() == cores                       # the neighbour is gone: its core comes back
+    assert cores.fair_threads() == n_cores                       # the neighbour is gone: its core comes back
 
 
 def test_a_run_starting_mid_epoch_gets_its_core_within_a_few_steps(tmp_path, monkeypatch, practice_dir):
     """A trainer that shares the cores looks again every SHARE_EVERY steps, not only at epoch starts: a
     neighbour that registers during step 3 halves its threads by step SHARE_EVERY + 1 (before, both ran
     oversubscribed until the epoch ended)."""
-    from fkd.data import load_data
-    monkeypatch.setattr(device, "TRAINERS", tmp_path / "trainers")
-    monkeypatch.setattr(device.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})   # a 4-core machine
+    from fkd.competition.data import load_data
+    monkeypatch.setattr(cores, "TRAINERS", tmp_path / "trainers")
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})   # a 4-core machine
     d = load_data(practice_dir)
     n, bs, arrives = 8 * (SHARE_EVERY + 6), 8, 3
     seen = []                                            # torch threads when each batch's first face was read
@@ -84,7 +86,7 @@ def test_a_run_starting_mid_epoch_gets_its_core_within_a_few_steps(tmp_path, mon
     model = create_from_config(cfg)
     before = torch.get_num_threads()
     try:
-        device.register_trainer()
+        cores.register_trainer()
         torch.set_num_threads(4)
         loader = torch.utils.data.DataLoader(Watched(d.images[:n], d.keypoints[:n], d.source[:n],
                                                      Augmenter(0, 0.5, 96.0)), batch_size=bs)
@@ -99,8 +101,9 @@ def test_a_run_starting_mid_epoch_gets_its_core_within_a_few_steps(tmp_path, mon
     assert seen[SHARE_EVERY + 1:] == [2] * (n // bs - SHARE_EVERY - 1)   # then half the cores, mid-epoch
 
 
-def test_an_unwritable_registry_never_stops_training(tmp_path, monkeypatch):
+def test_an_unwritable_registry_never_stops_training(tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
-    monkeypatch.setattr(device, "TRAINERS", tmp_path / "a-file" / "trainers")   # cannot be made
-    device.register_trainer()                                   # no exception: sharing is a courtesy
-    assert device.fair_threads() >= 1
+    monkeypatch.setattr(cores, "TRAINERS", tmp_path / "a-file" / "trainers")   # cannot be made
+    cores.register_trainer()                                   # no exception: sharing is a courtesy
+    assert "cannot register this trainer" in capsys.readouterr().err            # but it is said, not swallowed
+    assert cores.fair_threads() == len(os.sched_getaffinity(0))                # alone: every core

@@ -5,7 +5,7 @@ from collections import Counter
 
 WORKER = """
 import sys, time
-from fkd import tune
+from fkd.learn import study as tune_study, tune
 from fkd.config import make_config
 def objective(trial):
     time.sleep(0.01)
@@ -17,9 +17,9 @@ tune.run_worker(make_config(preset="quick"), "s", sys.argv[1], int(sys.argv[2]),
 def test_workers_never_share_a_trial(tmp_path):
     """Popping an enqueued trial outside the lock let two SQLite workers take the same one; the trial the other
     had enqueued then waited for ever, counted busy, and every worker slept (a CI run hung 600 s so)."""
-    from fkd import tune
+    from fkd.learn import study as tune_study
     url, n = f"sqlite:///{tmp_path}/s.db", 45
-    study = tune.create_study("s", url, seed=0)
+    study = tune_study.create_study("s", url, seed=0)
     study.enqueue_trial({"x": 0.5})                  # a trial someone enqueued is taken once, like any other
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, str(n)], stderr=subprocess.PIPE, text=True)
              for _ in range(3)]

@@ -5,14 +5,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY
-from fkd.augment import Augmenter
+
+from fkd.competition import COMMON, FULL
 from fkd.config import make_config
-from fkd.data import COMMON, FULL
 from fkd.errors import FkdError
-from fkd.models import create_model
-from fkd.teacher import fill_missing
+from fkd.learn.augment import Augmenter
+from fkd.learn.models import create_model
+from fkd.learn.teacher import fill_missing
 
 
 def test_fill_missing_gives_the_full_source_outputs_every_value_they_lack():
@@ -71,8 +71,8 @@ def test_teacher_labels_train_only_the_full_source_outputs(head):
 
 
 def _fake_run(runs, name, cfg, data_hash, folds):
-    from fkd.data import save_folds
-    from fkd.runfiles import save_run_config
+    from fkd.competition.folds import save_folds
+    from fkd.learn.runfiles import save_run_config
 
     d = runs / name
     d.mkdir(parents=True)
@@ -82,8 +82,9 @@ def _fake_run(runs, name, cfg, data_hash, folds):
 
 
 def test_a_teacher_that_is_not_nested_is_refused(practice_dir, tmp_path):
-    from fkd.data import load_training_data, make_folds
-    from fkd.teacher import check_teacher
+    from fkd.competition.data import load_training_data
+    from fkd.competition.folds import make_folds
+    from fkd.learn.teacher import check_teacher
 
     cfg = make_config(preset="quick", overrides=TINY, data_dir=str(practice_dir), runs_dir=str(tmp_path))
     data = load_training_data(cfg.data_dir, 0, cfg.fold_seed())
@@ -101,16 +102,15 @@ def test_a_teacher_that_is_not_nested_is_refused(practice_dir, tmp_path):
                          data, folds).name == "t3"
 
 
-@pytest.mark.slow
 def test_a_student_learns_from_its_teachers_same_fold(trained_run, tmp_path, monkeypatch):
     """Fold k's teacher labels come from the teacher's fold-k model (never from one that saw fold k)."""
-    import fkd.teacher
-    from fkd.train import run_cv
+    import fkd.learn.teacher
+    from fkd.learn.cv import run_cv
 
     teacher_cfg, teacher_cv = trained_run
     loaded = []
     real_load = torch.load
-    monkeypatch.setattr(fkd.teacher.torch, "load", lambda f, **kw: loaded.append(str(f)) or real_load(f, **kw))
+    monkeypatch.setattr(fkd.learn.teacher.torch, "load", lambda f, **kw: loaded.append(str(f)) or real_load(f, **kw))
     cfg = make_config(preset="quick", overrides=TINY + [f"teacher={teacher_cfg.run_dir()}"],
                       data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
     cv = run_cv(cfg, progress=False)

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 
 from fkd.config import make_config
 from fkd.errors import FkdError
-from fkd.runfiles import read_oof
-from fkd.train import run_cv
-
-pytestmark = pytest.mark.slow
-
-from conftest import TINY
+from fkd.learn.cv import run_cv
+from fkd.learn.runfiles import read_oof
 
 
 def test_two_folds_beat_the_mean_keypoint_by_20_percent(trained_run):
@@ -30,12 +27,13 @@ def test_two_folds_beat_the_mean_keypoint_by_20_percent(trained_run):
         assert (run / f"fold{k}" / "best.pt").is_file() and (run / f"fold{k}" / "loss.png").is_file()
         assert mean_k == r
     # each fold against its own mean-keypoint baseline (means of its training folds, per source)
-    from fkd.data import load_training_data, make_folds
-    from fkd.train import mean_baseline
+    from fkd.competition.data import load_training_data
+    from fkd.competition.folds import make_folds
+    from fkd.competition.metric import mean_baseline
     data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.fold_seed())
     folds = make_folds(data.source, 2, cfg.fold_seed())
     for k, rmse in enumerate(cv["per_fold"]):
-        assert rmse <= 0.8 * mean_baseline(data, folds, [k]), (k, rmse)
+        assert rmse <= 0.8 * mean_baseline(data.keypoints, data.source, folds, [k]), (k, rmse)
     assert set(cv["per_keypoint"]) and np.isfinite(cv["rmse_full"]) and np.isfinite(cv["rmse_common"])
 
 
@@ -67,7 +65,7 @@ def _train_cmd(practice_dir, runs, name):
                                                 f"runs_dir={runs}", f"name={name}"]), [])]
 
 
-def test_resume_after_kill_matches_uninterrupted_run(practice_dir, tmp_path):
+def test_resume_after_kill_matches_uninterrupted_run(practice_dir, tmp_path, trains):
     runs = tmp_path / "runs"
     env = {**os.environ, "TQDM_DISABLE": "1"}
     ref = subprocess.run(_train_cmd(practice_dir, runs, "ref"), capture_output=True, text=True, env=env)
@@ -96,9 +94,9 @@ def test_resume_after_kill_matches_uninterrupted_run(practice_dir, tmp_path):
     assert not list(Path(runs).rglob("*.tmp*")), "no temp files left behind"
 
 
-def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_path, monkeypatch, capsys):
-    import fkd.train
-    from fkd.runfiles import load_run
+def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_path, monkeypatch, capsys, trains):
+    import fkd.learn.budget
+    from fkd.learn.runfiles import load_run
     base = dict(data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
     sets = ["model=baseline", "folds=2", "batch_size=16", "limit_train=96", "aug=0", "budget_min=0.4",
             "epochs=999", "workers=0"]
@@ -112,7 +110,7 @@ def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_p
     def no_probe(*_):
         raise AssertionError("a run that began under a budget must not be timed again")
 
-    monkeypatch.setattr(fkd.train, "probe_speed", no_probe)
+    monkeypatch.setattr(fkd.learn.budget, "probe_speed", no_probe)
     cfg_all = make_config(preset="quick", overrides=sets, **base)         # the same run, now every fold
     assert cfg_all.run_dir() == cfg.run_dir()                               # epochs are not in its name
     cv = run_cv(cfg_all, progress=False)
@@ -121,7 +119,7 @@ def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_p
 
 
 @pytest.mark.parametrize("head", ["fpn4", "simcc"])
-def test_every_new_head_learns_on_practice_faces(practice_dir, tmp_path, head):
+def test_every_new_head_learns_on_practice_faces(practice_dir, tmp_path, head, trains):
     """Trained through the normal run_cv path (masked loss, source-aware outputs, flip augmentation and TTA),
     each head ends well below the mean keypoint on the held-out fold."""
     cfg = make_config(preset="quick", overrides=TINY + [f"head={head}", "train_folds=0", "epochs=8", "aug=0.5"],

@@ -8,12 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fkd.config import make_config
-
 from conftest import unavailable
 
-pytestmark = pytest.mark.slow
+from fkd.config import make_config
 
 FAST = ["folds=2", "epochs=2", "limit_train=48", "batch_size=16", "model=baseline", "workers=0"]
 
@@ -34,8 +31,10 @@ def small_space(tmp_path):
     return str(p)
 
 
-def test_study_runs_run_cv_and_exports(practice_dir, tmp_path):
-    from fkd import atomic, tune
+def test_study_runs_run_cv_and_exports(practice_dir, tmp_path, trains):
+    from fkd import atomic
+    from fkd.learn import study as tune_study
+    from fkd.learn import tune
     # a worker killed mid-write left a temp in a FAIL trial's folder, which no later trial revisits
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -52,7 +51,7 @@ def test_study_runs_run_cv_and_exports(practice_dir, tmp_path):
     assert {"config", "run_dir", "per_fold"} <= set(t.user_attrs)
     assert Path(t.user_attrs["run_dir"], "cv.json").is_file()      # the same run_cv as `fkd train`
     assert t.user_attrs["config"]["lr"] == t.params["lr"]
-    path, cfg = tune.export_best(study)
+    path, cfg = tune_study.export_best(study)
     assert path == Path("tuning/best.yaml") and cfg.lr == study.best_params["lr"]
     again = make_config(config_file=str(path))                      # fkd train --config tuning/best.yaml
     assert again.lr == cfg.lr and again.dropout == cfg.dropout
@@ -62,12 +61,12 @@ def test_study_runs_run_cv_and_exports(practice_dir, tmp_path):
     ran = t.user_attrs["config"] if t.number == study.best_trial.number else study.best_trial.user_attrs["config"]
     assert {k: v for k, v in cfg.to_dict().items() if k not in ("name", "runs_dir", "train_folds", "threads")} == \
         {k: v for k, v in ran.items() if k not in ("name", "runs_dir", "train_folds", "threads")}
-    plots = tune.write_plots(study)
+    plots = tune_study.write_plots(study)
     assert plots and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 
 def test_set_keys_are_kept_not_searched(practice_dir, tmp_path, capsys):
-    from fkd import tune
+    from fkd.learn import tune
     base = tiny_base(practice_dir, dropout=0.2)
     study, _ = tune.tune(base, n_trials=1, study_name="fixed", storage_url=f"sqlite:///{tmp_path}/f.db",
                          space_file=small_space(tmp_path), fixed={"dropout"})
@@ -86,10 +85,10 @@ def _worker_cmd(practice_dir, db, n, space, study="par"):
             "--storage", f"sqlite:///{db}", "--trials", str(n), "--space", space]
 
 
-def test_three_workers_finish_exactly_n_trials(practice_dir, tmp_path):
-    from fkd import tune
+def test_three_workers_finish_exactly_n_trials(practice_dir, tmp_path, trains):
+    from fkd.learn import study as tune_study
     db = tmp_path / "par.db"
-    study = tune.create_study("par", f"sqlite:///{db}", seed=0)
+    study = tune_study.create_study("par", f"sqlite:///{db}", seed=0)
     cmd = _worker_cmd(practice_dir, db, 7, small_space(tmp_path))
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)]
     errs = [p.communicate(timeout=600)[1] for p in procs]
@@ -101,10 +100,10 @@ def test_three_workers_finish_exactly_n_trials(practice_dir, tmp_path):
     assert len({t.user_attrs["run_dir"] for t in study.trials}) == 7
 
 
-def test_worker_killed_mid_trial_leaves_fail_and_the_study_completes(practice_dir, tmp_path):
-    from fkd import tune
+def test_worker_killed_mid_trial_leaves_fail_and_the_study_completes(practice_dir, tmp_path, trains):
+    from fkd.learn import study as tune_study
     db = tmp_path / "kill.db"
-    study = tune.create_study("kill", f"sqlite:///{db}", seed=0)
+    study = tune_study.create_study("kill", f"sqlite:///{db}", seed=0)
     cmd = _worker_cmd(practice_dir, db, 3, small_space(tmp_path), study="kill")
     victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # kill the victim the moment its first trial has started training (it has a run folder, and a trial of
@@ -149,9 +148,9 @@ def postgres():
     subprocess.run(["pg_dropcluster", "--stop", ver, "fkdtest"], capture_output=True)
 
 
-def test_workers_share_a_postgresql_study(practice_dir, tmp_path, postgres):
-    from fkd import tune
-    study = tune.create_study("pg", postgres, seed=0)
+def test_workers_share_a_postgresql_study(practice_dir, tmp_path, postgres, trains):
+    from fkd.learn import study as tune_study
+    study = tune_study.create_study("pg", postgres, seed=0)
     base = tiny_base(practice_dir, threads=1)
     from fkd.config import save_config
     save_config(base, "pg-base.yaml")
@@ -165,17 +164,17 @@ def test_workers_share_a_postgresql_study(practice_dir, tmp_path, postgres):
 
 
 def test_dashboard_serves_the_study(practice_dir, tmp_path):
-    from fkd import tune
+    from fkd.learn import study as tune_study
     db = tmp_path / "dash.db"
     url = f"sqlite:///{db}"
-    tune.create_study("dash", url, seed=0)
+    tune_study.create_study("dash", url, seed=0)
     import json
     import socket
     import urllib.request
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
-    proc = tune.dashboard(url, port)                   # the real optuna-dashboard, headless
+    proc = tune_study.dashboard(url, port)                   # the real optuna-dashboard, headless
     try:
         body, deadline = None, time.time() + 60
         while body is None and time.time() < deadline:
@@ -193,7 +192,7 @@ def test_dashboard_serves_the_study(practice_dir, tmp_path):
     from fkd.errors import FkdError
     missing = tmp_path / "nope.db"
     with pytest.raises(FkdError, match="no study database"):
-        tune.dashboard(f"sqlite:///{missing}", 8099)
+        tune_study.dashboard(f"sqlite:///{missing}", 8099)
     assert not missing.exists()
 
 
@@ -201,7 +200,7 @@ def test_every_value_of_the_shipped_space_is_a_valid_trial_of_every_preset():
     """A trial draws any value of tuning/space.yaml on top of any preset: none may be refused (BaselineNet in the
     model choices failed every trial that drew it under the default preset, whose head is simcc)."""
     from fkd.config import PRESETS
-    from fkd.tune import load_space, trial_config
+    from fkd.learn.tune import load_space, trial_config
     space = load_space()
     for preset in PRESETS:
         base = make_config(preset=preset)

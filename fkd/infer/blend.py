@@ -1,0 +1,137 @@
+"""`fkd blend RUN RUN ...`: a weighted average of finished runs, weights fitted on their out-of-fold predictions.
+
+    $ fkd blend runs/default-resnet18-1a2b3c4d runs/best-resnet34-5e6f7a8b
+
+Weights are non-negative least squares (scipy's NNLS) on the labelled OOF values, one weight set per annotation
+source (the two sources are labelled differently, so a run may be better on one) or per keypoint (`--per`).
+The blend's CV is cross-fitted: the weights applied to fold k were fitted on the other folds, so the figure is
+as honest as a single run's CV. The test predictions (each run's fold ensemble with its TTA) are combined with
+the weights fitted on all rows and written through the lookup table like any submission (CSV + sidecar +
+ledger row, scored locally when a solution.csv exists).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..competition import COMP
+from ..competition.data import load_training_data, test_hash
+from ..competition.folds import make_folds
+from ..competition.metric import rmse
+from ..errors import FkdError
+from ..learn.runfiles import checkpoints, load_run, read_cv, read_oof, tta_constant
+
+PER = ("source", "keypoint", "global")
+
+
+def _groups(per: str, source: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, row mask (N,), column mask (30,)) of each group that gets its own weights."""
+    rows_all, cols_all = np.ones(len(source), bool), np.ones(2 * len(COMP.keypoints), bool)
+    if per == "global":
+        return [("all", rows_all, cols_all)]
+    if per == "source":
+        return [(f"source{s}", source == s, cols_all) for s in np.unique(source)]
+    out = []
+    for j, k in enumerate(COMP.keypoints):
+        cols = np.zeros_like(cols_all)
+        cols[2 * j:2 * j + 2] = True
+        out.append((k, rows_all, cols))
+    return out
+
+
+def fit_weights(preds: np.ndarray, target: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """NNLS weights (R,) for preds (R, N, 30) against target (N, 30) on the labelled values of a group."""
+    from scipy.optimize import nnls
+
+    t = target[rows][:, cols]
+    m = np.isfinite(t) & np.all(np.isfinite(preds[:, rows][:, :, cols]), 0)
+    if not m.any():
+        return np.full(len(preds), 1.0 / len(preds))
+    a = np.stack([p[rows][:, cols][m] for p in preds], 1).astype(np.float64)
+    w, _ = nnls(a, t[m].astype(np.float64))
+    return w if w.sum() > 0 else np.full(len(preds), 1.0 / len(preds))
+
+
+def apply_weights(preds: np.ndarray, weights: dict, groups) -> np.ndarray:
+    out = np.full(preds.shape[1:], np.nan, np.float64)
+    for name, rows, cols in groups:
+        blended = np.tensordot(weights[name], preds[:, rows][:, :, cols], axes=1)
+        sub = out[rows]
+        sub[:, cols] = blended
+        out[rows] = sub
+    return out
+
+
+def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions",
+          data_dir: str | None = None) -> dict:
+    from .predict import ensemble_predict
+    from .submission import submission_frame, write_submission
+
+    if len(run_dirs) < 2:
+        raise FkdError("fkd blend needs at least two runs")
+    if per not in PER:
+        raise FkdError(f"--per must be one of {', '.join(PER)}")
+    runs = []
+    for d in map(Path, run_dirs):
+        cfg, meta = load_run(d)
+        cv = read_cv(d, required=True)
+        if sorted(cv.get("folds_trained", [])) != list(range(cfg.folds)):
+            raise FkdError(f"{d}: only folds {cv.get('folds_trained')} of {cfg.folds} are trained; a blend needs "
+                           "out-of-fold predictions for every row (train the other folds)")
+        runs.append((d, cfg, meta, cv))
+    rows = {(m.get("data_hash"), c.limit_train, c.limit_train and c.fold_seed()) for _, c, m, _ in runs}
+    if len(rows) != 1:
+        raise FkdError("the runs were trained on different data (or other limit_train samples); blend runs of one "
+                       "competition folder and the same rows only")
+    d0, cfg0, meta0, _ = runs[0]
+    data = load_training_data(data_dir or meta0.get("data_dir") or cfg0.data_dir, cfg0.limit_train, cfg0.fold_seed())
+    if data_dir and meta0.get("data_hash") and data.data_hash != meta0["data_hash"]:
+        raise FkdError(f"{data.data_dir}: its training data differs from the one the runs were trained on; "
+                       "blend with the runs' own data folder")
+    folds = make_folds(data.source, cfg0.folds, cfg0.fold_seed())
+    # each run's OOF predictions, TTA as that run predicts (un-flipped with its fitted constant)
+    oof = np.stack([read_oof(d, c.tta) for d, c, _, _ in runs])  # (R, N, 30)
+    y, groups = data.keypoints, _groups(per, data.source)
+    singles = {d.name: rmse((o - y)[np.isfinite(y)]) for (d, *_), o in zip(runs, oof)}
+
+    # cross-fitted CV: fold k blended with weights fitted on the other folds
+    crossed = np.full(y.shape, np.nan)
+    for k in range(cfg0.folds):
+        tr, va = folds != k, folds == k
+        w = {name: fit_weights(oof, y, rows & tr, cols) for name, rows, cols in groups}
+        part = apply_weights(oof, w, groups)
+        crossed[va] = part[va]
+    cv_blend = rmse((crossed - y)[np.isfinite(y)])
+    weights = {name: fit_weights(oof, y, rows, cols) for name, rows, cols in groups}
+    in_sample = rmse((apply_weights(oof, weights, groups) - y)[np.isfinite(y)])
+
+    # test: each run's fold ensemble, blended with the weights per test image's source
+    test_preds = []
+    for d, cfg, meta, cv in runs:
+        if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
+            raise FkdError(f"{d}: trained beside another test set")
+        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, tta_constant(cfg, cv)))
+    test_groups = _groups(per, data.test_source)
+    pred = apply_weights(np.stack(test_preds), weights, test_groups)
+    sub = submission_frame(pred, data)
+    tag = hashlib.sha1("|".join(sorted(d.name for d, *_ in runs)).encode()).hexdigest()[:8]
+    info = {"runs": [str(d.resolve()) for d, *_ in runs], "per": per,
+            "weights": {k: [round(float(x), 4) for x in v] for k, v in weights.items()},
+            "cv_rmse_in_sample": in_sample, "cv_single": singles}
+    return write_submission(sub, f"blend-{len(runs)}runs-{tag}", data, info, cv_blend, True, out_dir)
+
+
+def format_blend(info: dict) -> str:
+    lines = [f"blend of {len(info['runs'])} runs, weights per {info['per']}:"]
+    for name, cv in info["cv_single"].items():
+        lines.append(f"  {name:44s} CV {cv:.4f}")
+    for g, w in info["weights"].items():
+        lines.append(f"  weights {g:20s} " + "  ".join(f"{x:.3f}" for x in w))
+    lines.append(f"blend CV {info['cv_rmse']:.4f} (cross-fitted weights; in-sample {info['cv_rmse_in_sample']:.4f})")
+    if "local_score" in info:
+        s = info["local_score"]
+        lines.append(f"local test score {s['all']['rmse']:.4f} (public {s['public']:.4f}, private {s['private']:.4f})")
+    lines.append(f"wrote {info['file']} (+ .json sidecar); upload it with `fkd upload {info['file']}`")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""The time budget: `--set budget_min=N` trains as many epochs as fit N minutes on this machine, decided once.
+
+    >>> cfg = resolve_budget(cfg, data)      # doctest: +SKIP   cfg.epochs: what fits; written into config.yaml
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+
+import torch
+
+from ..competition.data import CompetitionData
+from ..config import Config
+from ..device import select_device
+from . import runfiles
+from .augment import Augmenter
+from .dataset import FaceDataset
+from .loop import train_one_epoch
+from .models import create_from_config, predict_images, ready
+from .optim import make_optimizer
+
+
+def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
+    """cfg with the epochs that fit cfg.budget_min minutes on this machine, decided once per run.
+
+    A run that exists already keeps the epochs its config.yaml recorded (a resumed or extended run never
+    re-times). Otherwise a few training steps after warm-up and a validation pass are timed here, and every
+    fold gets the same epochs: folds x epochs x (train + validation + checkpoint) + out-of-fold and test
+    prediction + the time this probe took must stay under the budget less a 10 % margin. The epochs are
+    resolved before any scheduler exists (onecycle fixes its length) and written into config.yaml, so
+    `--set budget_min=0 --set epochs=N` reproduces the run anywhere.
+    """
+    if (cfg.run_dir() / "config.yaml").is_file():
+        saved, _ = runfiles.load_run(cfg.run_dir())
+        print(f"budget {cfg.budget_min:g} min: {saved.epochs} epochs a fold, as resolved when {cfg.run_name()} "
+              "began (config.yaml)", flush=True)
+        return dataclasses.replace(cfg, epochs=saved.epochs)
+    t_start = time.time()
+    s = probe_speed(cfg, data)
+    folds = len(cfg.train_folds or range(cfg.folds))
+    n_val = len(data.images) / cfg.folds
+    n_train = len(data.images) - n_val
+    epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
+    # after training: each fold predicts its validation rows twice (plain, mirrored), then the fold ensemble
+    # predicts the test set with TTA
+    fixed = folds * 2 * n_val * s["eval_img_s"] + folds * 2 * len(data.test_images) * s["eval_img_s"]
+    if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
+        fixed += folds * 2 * n_train * s["eval_img_s"]
+    left = cfg.budget_min * 60 * 0.9 - fixed - (time.time() - t_start)
+    epochs = max(1, int(left // (folds * epoch_s)))
+    print(f"budget {cfg.budget_min:g} min: {epochs} epochs a fold x {folds} folds (measured here: "
+          f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
+          f"{epoch_s:.1f} s an epoch; 10 % margin)", flush=True)
+    return dataclasses.replace(cfg, epochs=epochs)
+
+
+def probe_speed(cfg: Config, data: CompetitionData, steps: int = 6, warmup: int = 2) -> dict:
+    """Seconds per training image (augmentation, step, optimizer), per predicted image, and per checkpoint,
+    timed after warm-up on this machine with the run's own model, batch size and loader."""
+    dev, amp = select_device(cfg.device, cfg.amp)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    bs = cfg.batch_size
+    n = min(len(data.images), bs * (steps + warmup))
+    model = ready(create_from_config(cfg), cfg, dev)
+    opt = make_optimizer(cfg, model)
+    ds = FaceDataset(data.images[:n], data.keypoints[:n], data.source[:n],
+                     Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const))
+    first = torch.utils.data.Subset(ds, range(min(n, bs * warmup)))
+    rest = torch.utils.data.Subset(ds, range(min(n, bs * warmup), n)) if n > bs * warmup else first
+    train_one_epoch(model, torch.utils.data.DataLoader(first, batch_size=bs), opt, None, None, dev, amp, cfg,
+                    progress=False)
+    t = time.perf_counter()
+    done = train_one_epoch(model, torch.utils.data.DataLoader(rest, batch_size=bs), opt, None, None, dev, amp, cfg,
+                           progress=False)["images"]
+    train_s = (time.perf_counter() - t) / max(done, 1)
+    k = min(len(data.images), 256)
+    predict_images(model, data.images[:k], data.source[:k], dev, amp, channels_last=cfg.channels_last)
+    t = time.perf_counter()
+    predict_images(model, data.images[:k], data.source[:k], dev, amp, channels_last=cfg.channels_last)
+    eval_s = (time.perf_counter() - t) / k
+    t = time.perf_counter()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, io.BytesIO())
+    return {"train_img_s": train_s, "eval_img_s": eval_s, "checkpoint_s": time.perf_counter() - t}

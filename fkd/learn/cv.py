@@ -1,0 +1,133 @@
+"""K-fold cross-validation: `run_cv(cfg)` trains every fold (skipping finished ones) and scores out of fold.
+
+    $ fkd train --data-dir competition/data/practice --preset quick
+    >>> cv = run_cv(make_config(preset="quick", data_dir="..."))   # doctest: +SKIP
+    >>> cv["cv_rmse"]
+
+A run folder is made once per config and data (runs/<name>/); one made with another config or other data is
+refused, never silently reused. CV is pooled over the validation rows of the folds trained; TTA un-flips with a
+constant fitted out of fold in closed form (fkd.competition.keypoints.fit_tta_flip_const).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__, atomic
+from ..competition.data import CompetitionData, load_training_data, test_hash
+from ..competition.folds import make_folds, save_folds
+from ..competition.keypoints import fit_tta_flip_const, tta_average
+from ..competition.metric import breakdown, mean_baseline, pooled
+from ..config import Config, training_fields
+from ..errors import FkdError
+from . import runfiles
+from .budget import resolve_budget
+from .loop import train_fold
+
+
+def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
+    """Create or re-open runs/<name>/: refuse a run dir made with another config or other data."""
+    run_dir = cfg.run_dir()
+    if (run_dir / "config.yaml").is_file():
+        old = runfiles.read_run_meta(run_dir)
+        if old.get("fingerprint") != cfg.fingerprint():
+            changed = sorted(k for k, v in training_fields(cfg).items()
+                             if (old.get("config") or {}).get(k, v) != v)
+            raise FkdError(f"{run_dir}: made with a different config (changed: {', '.join(changed) or '?'}); "
+                           "pick another --set name=... or delete that folder")
+        if old.get("data_hash") != data.data_hash:
+            raise FkdError(f"{run_dir}: made from other data ({old.get('data_dir')}); "
+                           "pick another --set name=... or delete that folder")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runfiles.save_run_config(cfg, run_dir, {"fingerprint": cfg.fingerprint(), "data_hash": data.data_hash,
+                                    "test_hash": test_hash(data),
+                                    "data_dir": str(Path(cfg.data_dir).resolve()),
+                                    "fkd_version": __version__})
+    folds = make_folds(data.source, cfg.folds, cfg.fold_seed())
+    save_folds(run_dir / "folds.csv", folds, data.source)
+    return run_dir, folds
+
+
+def collect_oof(run_dir: Path, n_rows: int, which: list[int]):
+    """(plain, mirrored) out-of-fold arrays (N, 30) over the folds in `which` (NaN rows elsewhere)."""
+    plain, mirrored = np.full((2, n_rows, 30), np.nan, np.float32)
+    for k in which:
+        f = runfiles.read_fold_predictions(run_dir / f"fold{k}")
+        plain[f["idx"]], mirrored[f["idx"]] = f["plain"], f["mirrored"]
+    return plain, mirrored
+
+
+def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
+    """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
+    data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.fold_seed())
+    epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
+    print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.folds} folds, {epochs}",
+          flush=True)   # announced once the data has loaded: a bad folder is one error line, nothing before it
+    if cfg.teacher:  # a teacher on other data or another split is refused here, before any timing or training
+        from .teacher import check_teacher
+        check_teacher(cfg, data, make_folds(data.source, cfg.folds, cfg.fold_seed()))
+    if cfg.budget_min > 0:
+        cfg = resolve_budget(cfg, data)
+    run_dir, folds = prepare_run(cfg, data)
+    atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
+    which = list(cfg.train_folds) or list(range(cfg.folds))
+    t0 = time.time()
+    results = [train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None, progress=progress)
+               for k in which]
+    cv = score_oof(cfg, data, folds, run_dir, which, results)
+    cv["wall_seconds"] = round(time.time() - t0, 1)
+    atomic.write_json(run_dir / "cv.json", cv)
+    atomic.write_text(run_dir / "cv.txt", format_cv(cv))
+    return cv
+
+
+def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Path, which: list[int],
+              results: list[dict]) -> dict:
+    """The CV figures of the trained folds' out-of-fold predictions, without and with flip TTA (its constant
+    fitted out of fold unless the config fixes one); writes oof.npz."""
+    plain, mirrored = collect_oof(run_dir, len(folds), which)
+    sel = np.isin(folds, which)
+    y, src = data.keypoints[sel], data.source[sel]
+    no_tta = breakdown(plain[sel], y, src, folds[sel])
+    c_tta = cfg.tta_flip_const or fit_tta_flip_const(tta_average(plain, mirrored, cfg.flip_const)[sel], y,
+                                                     cfg.flip_const)
+    oof_tta = tta_average(plain, mirrored, c_tta)
+    tta = breakdown(oof_tta[sel], y, src, folds[sel])
+    chosen = tta if cfg.tta else no_tta
+    runfiles.write_oof(run_dir, plain, oof_tta)
+    return {"run": run_dir.name, "cv_rmse": chosen["rmse"], "cv_rmse_no_tta": no_tta["rmse"],
+            "tta_flip_const": c_tta, "flip_const": cfg.flip_const, "cv_rmse_tta": tta["rmse"], "tta": cfg.tta,
+            "rmse_full": chosen["rmse_full"], "rmse_common": chosen["rmse_common"],
+            "per_keypoint": chosen["per_keypoint"], "per_fold": chosen["per_fold"], "fold_mean": chosen["fold_mean"],
+            "fold_std": chosen["fold_std"], "folds_trained": which, "folds": cfg.folds, "fold_results": results,
+            "train_seconds": round(sum(r["seconds"] for r in results), 1),
+            "mean_keypoint_rmse": mean_baseline(data.keypoints, data.source, folds, which),
+            "data_hash": data.data_hash,
+            "tta_flip_const_scan": {c: pooled([(r["tta_flip_const_scan"][c], r["n_val"]) for r in results])
+                                    for c in results[0]["tta_flip_const_scan"]}}
+
+
+def format_cv(cv: dict) -> str:
+    lines = [f"run {cv['run']}",
+             f"CV RMSE {cv['cv_rmse']:.4f}  (TTA {'on' if cv['tta'] else 'off'}; "
+             f"without TTA {cv['cv_rmse_no_tta']:.4f}, "
+             f"with {cv['cv_rmse_tta']:.4f}; mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})",
+             f"per source: full {cv['rmse_full']:.4f}  common {cv['rmse_common']:.4f}",
+             "per fold: " + "  ".join(f"{v:.4f}" for v in cv["per_fold"])
+             + f"   mean {cv['fold_mean']:.4f} +- {cv['fold_std']:.4f}",
+             f"TTA flip constant {cv.get('tta_flip_const', 0):.3f} (fitted out of fold; training flips with "
+             f"{cv.get('flip_const', 0)}); scan: " + "  ".join(f"c={c}: {v:.4f}" for c, v in
+                                                            cv.get("tta_flip_const_scan", {}).items()),
+             "per keypoint:"]
+    c_fit, c_train = cv.get("tta_flip_const", 0), cv.get("flip_const", 0)
+    if c_fit and abs(c_fit - c_train) > 0.5:
+        lines.insert(-1, f"hint: the fitted TTA constant {c_fit:.2f} is far from the training flip constant "
+                         f"{c_train}; this data may follow another convention: try --set flip_const={c_fit:.1f} "
+                         "and compare the CV")
+    for k, v in cv["per_keypoint"].items():
+        lines.append(f"  {k:<26} {v:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""Teacher labels: a finished run fills the values the fully labelled source's outputs have no label for.
+
+On the real data 70 % of the training rows label only the 8 common values (eye centres, nose tip, bottom
+lip), so the fully labelled source's 30 outputs (with its own nose-tip and bottom-lip convention) learn from
+the other 30 % alone. With `--set teacher=RUN` a finished run (the teacher) predicts the fully labelled
+source's 30 values for every training row, with flip TTA; each value a row has no full-source label for
+becomes a teacher label, learned by the student's full-source outputs at `teacher_weight` times the loss of
+the real labels. Real labels train their own source's outputs exactly as without a teacher.
+
+Nested, or CV is inflated: the student's fold k takes its teacher labels from the teacher's fold-k model,
+trained on the other folds' rows only (the student's fold-k training rows), so no fold-k validation row
+ever reached the student through its teacher. `check_teacher` refuses a teacher trained on other data or
+another split.
+
+    $ fkd train --preset default --set teacher=default-resnet18-59356394-offline-ytf15 --set name=student
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..competition import FULL
+from ..competition.data import CompetitionData
+from ..config import Config
+from ..errors import FkdError
+from .models import load_fold_model, predict_images
+from .runfiles import load_run, read_cv, tta_constant
+
+
+def teacher_dir(cfg: Config) -> Path:
+    """The teacher's run folder: a run name in runs_dir, or a path."""
+    for d in (Path(cfg.runs_dir) / cfg.teacher, Path(cfg.teacher)):
+        if (d / "config.yaml").is_file():
+            return d
+    raise FkdError(f"teacher {cfg.teacher!r}: no run folder with a config.yaml in {cfg.runs_dir}/ or at that path; "
+                   "train the teacher first (`fkd train`), or --set teacher= to train without one")
+
+
+def check_teacher(cfg: Config, data: CompetitionData, folds: np.ndarray) -> Path:
+    """The teacher's folder, once it is shown to be nested: same data, same rows in the same folds."""
+    tdir = teacher_dir(cfg)
+    _, meta = load_run(tdir)
+    if meta.get("data_hash") != data.data_hash:
+        raise FkdError(f"teacher {tdir}: trained on other data ({meta.get('data_dir')}); a teacher must be a run on "
+                       f"this data ({cfg.data_dir}) with the same folds")
+    f = tdir / "folds.csv"
+    import pandas as pd
+
+    theirs = pd.read_csv(f) if f.is_file() else None
+    if theirs is None or len(theirs) != len(folds) or not np.array_equal(theirs["fold"].to_numpy(), folds):
+        raise FkdError(f"teacher {tdir}: its folds ({f}) differ from this run's, so its fold-k model may have seen "
+                       "fold k's validation rows; train the teacher with the same folds, seed/split_seed and "
+                       "limit_train")
+    return tdir
+
+
+def teacher_labels(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
+                   dev: torch.device, amp) -> np.ndarray:
+    """(n_train, 30) teacher labels for fold `fold`'s training rows (NaN where a real label exists)."""
+    tdir = check_teacher(cfg, data, folds)
+    ck = tdir / f"fold{fold}" / "best.pt"
+    if not (ck.is_file() and (ck.parent / "result.json").is_file()):
+        raise FkdError(f"teacher {tdir}: fold {fold} is not finished ({ck}); finish the teacher (`fkd train` on it) "
+                       "or train only the folds it has (--set train_folds=...)")
+    tcfg, _ = load_run(tdir)
+    model = load_fold_model(tcfg, ck, dev)
+    tta_const = tta_constant(tcfg, read_cv(tdir))
+    tr = np.flatnonzero(folds != fold)
+    full = np.full(len(tr), FULL, np.int64)
+    pred = predict_images(model, data.images[tr], full, dev, amp, tta=True, flip_const=tta_const,
+                          channels_last=tcfg.channels_last)
+    return fill_missing(data.keypoints[tr], data.source[tr], pred, cfg.source_aware)
+
+
+def fill_missing(keypoints: np.ndarray, source: np.ndarray, pred: np.ndarray, source_aware: bool) -> np.ndarray:
+    """Teacher labels for the full-source outputs: every value without a full-source label, from `pred`.
+
+    With source awareness a common-source row's labels train the common source's outputs, so the full-source
+    outputs have none of its 30 values; without it, there is one set of outputs and only its missing values
+    are filled."""
+    have = np.isfinite(keypoints)
+    if source_aware:
+        have &= (source == FULL)[:, None]
+    return np.where(have, np.nan, pred).astype(np.float32)
