@@ -39,11 +39,15 @@ def _make_cfg(a, **extra):
 # ------------------------------------------------------------------------------------------ commands
 def cmd_data(a):
     from .competition.data import cache_dir, load_data, summary
-    from .report.faces import preview
+    from .config import Config
+    from .report.faces import duplicates_report, preview
 
     d = load_data(a.data_dir)
     print(summary(d))
-    _wrote(preview(d, Path(a.out) if a.out else cache_dir() / f"preview-{Path(a.data_dir).resolve().name}.png"))
+    name = Path(a.data_dir).resolve().name
+    text, groups_png = duplicates_report(d, Config.group_z, cache_dir() / f"duplicates-{name}.png")
+    print(text)
+    _wrote(preview(d, Path(a.out) if a.out else cache_dir() / f"preview-{name}.png"), *filter(None, [groups_png]))
 
 
 def cmd_practice(a):

@@ -39,6 +39,10 @@ class Config:
     source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
     # cross-validation
     folds: int = 5
+    folds_by: str = "groups"       # groups: near-duplicate faces share a fold (fkd/competition/folds.py) | rows
+    group_z: float = 4.0           # groups: two faces are twins when their (eye-aligned, band-passed) likeness
+                                   # stands out by more than this many std. deviations for both of them
+    dup_labels: str = "keep"       # identical images labelled differently: keep both | average | drop (fkd data)
     train_folds: tuple[int, ...] = ()   # subset of folds to train (empty = all); tuning searches on a subset
     # optimisation
     epochs: int = 30
@@ -103,7 +107,8 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 # at that value a field is left out of the fingerprint, so every run made before it keeps its name and is still
 # found, resumed and reused.
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
-                                               "teacher_weight", "simcc_split", "simcc_sigma")}
+                                               "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels")}
+ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
 def training_fields(cfg: Config) -> dict:
@@ -111,6 +116,8 @@ def training_fields(cfg: Config) -> dict:
            if k not in NON_TRAINING and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     if cfg.budget_min > 0:
         out.pop("epochs")   # the budget decides them once, on this machine; config.yaml records the result
+    if cfg.folds_by == "rows":
+        out.pop("group_z")   # the grouping's threshold changes nothing when folds are dealt by rows
     return out
 
 
@@ -231,8 +238,9 @@ def make_config(preset: str | None = None, config_file: str | None = None, overr
 
 def config_from_dict(saved: dict, where: str = "saved config") -> Config:
     """A saved Config exactly as it was saved: no preset re-applied (its `preset` field is only a record).
-    Fields that did not exist when it was saved take today's defaults."""
-    cfg = Config(**apply(saved, {}, where))
+    Fields that did not exist when it was saved take the value every run then trained with (ADDED_LATER: a run
+    from before grouped folds split by rows), other missing fields today's defaults."""
+    cfg = Config(**apply(saved, {k: v for k, v in ADDED_LATER.items() if k not in saved}, where))
     validate(cfg)
     return cfg
 
@@ -248,6 +256,9 @@ def validate(cfg: Config) -> None:
         (cfg.aug >= 0, "aug must be >= 0"),
         (cfg.teacher_weight >= 0, "teacher_weight must be >= 0"),
         (1 <= cfg.simcc_split <= 16, "simcc_split must be in 1..16 (bins a pixel)"),
+        (cfg.folds_by in ("groups", "rows"), "folds_by must be groups|rows"),
+        (cfg.group_z > 0, "group_z must be > 0 (standard deviations)"),
+        (cfg.dup_labels in ("keep", "average", "drop"), "dup_labels must be keep|average|drop"),
         (cfg.simcc_sigma > 0, "simcc_sigma must be > 0 (pixels)"),
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),

@@ -108,9 +108,15 @@ def test_names_are_checked_before_anything_is_written(practice_dir, tmp_path, fi
 
 def test_the_presets_keep_the_fingerprints_their_runs_were_named_with():
     """Runs made before a change of code are found, resumed and reused only while the fingerprint of the same
-    config stays the same: these are the names runs of each preset carry (README, docs/ablations.md)."""
-    from fkd.config import make_config
+    config stays the same: these are the names runs of each preset carry (README, docs/ablations.md). Runs from
+    before grouped folds split by rows: with folds_by=rows they keep their names; a saved config without the
+    field reads back as rows."""
+    from fkd.config import config_from_dict, make_config
 
     named = {"quick": "389b59f0", "default": "2b644a12", "best": "7c232373", "baseline": "e339ce45"}
-    assert {p: make_config(preset=p).fingerprint()[:8] for p in named} == named
-    assert make_config(preset="default").run_name() == "default-regnety_004-2b644a12"
+    assert {p: make_config(preset=p, overrides=["folds_by=rows"]).fingerprint()[:8] for p in named} == named
+    old = make_config(preset="default", overrides=["folds_by=rows"]).to_dict()
+    del old["folds_by"], old["group_z"], old["dup_labels"]               # a config.yaml written before them
+    assert config_from_dict(old).folds_by == "rows" and config_from_dict(old).fingerprint()[:8] == "2b644a12"
+    assert make_config(preset="default").folds_by == "groups"              # new runs: grouped folds
+    assert make_config(preset="default").fingerprint()[:8] not in named.values()

@@ -226,3 +226,27 @@ def summary(d: CompetitionData) -> str:
     for j in range(0, 30, 2):
         lines.append(f"  {COMP.columns[j][:-2]:<26} {counts[j]:>6,}")
     return "\n".join(lines)
+
+
+def resolve_duplicates(data: CompetitionData, policy: str) -> CompetitionData:
+    """Identical training images whose labels disagree: `keep` them all (default; they share a fold anyway),
+    `average` each set's labels per annotation source into its first row, or `drop` the set. Agreeing copies
+    are always kept. The rows follow the file's order; `fkd data` lists the sets."""
+    from .folds import exact_duplicates, labels_disagree
+
+    if policy == "keep":
+        return data
+    conflicting = [s for s in exact_duplicates(data.images) if labels_disagree(data.keypoints, s)]
+    gone = []
+    for rows in conflicting:
+        if policy == "drop":
+            gone += list(rows)
+            continue
+        for src in np.unique(data.source[rows]):             # the sources label differently: never mixed
+            same = rows[data.source[rows] == src]
+            with np.errstate(all="ignore"):
+                data.keypoints[same[0]] = np.nanmean(data.keypoints[same], 0)
+            gone += list(same[1:])
+    keep = np.setdiff1d(np.arange(len(data.images)), gone)
+    data.images, data.keypoints, data.source = data.images[keep], data.keypoints[keep], data.source[keep]
+    return data

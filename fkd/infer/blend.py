@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..competition import COMP
-from ..competition.data import load_training_data, test_hash
-from ..competition.folds import make_folds
+from ..competition.data import test_hash
 from ..competition.metric import rmse
+from ..config import replace
 from ..errors import FkdError
-from ..learn.runfiles import checkpoints, load_run, read_cv, read_oof, tta_constant
+from ..learn.cv import training_data
+from ..learn.runfiles import checkpoints, load_run, read_cv, read_folds, read_oof, tta_constant
 
 PER = ("source", "keypoint", "global")
 
@@ -81,16 +82,16 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
             raise FkdError(f"{d}: only folds {cv.get('folds_trained')} of {cfg.folds} are trained; a blend needs "
                            "out-of-fold predictions for every row (train the other folds)")
         runs.append((d, cfg, meta, cv))
-    rows = {(m.get("data_hash"), c.limit_train, c.limit_train and c.fold_seed()) for _, c, m, _ in runs}
+    rows = {(m.get("data_hash"), c.limit_train, c.limit_train and c.fold_seed(), c.dup_labels) for _, c, m, _ in runs}
     if len(rows) != 1:
         raise FkdError("the runs were trained on different data (or other limit_train samples); blend runs of one "
                        "competition folder and the same rows only")
     d0, cfg0, meta0, _ = runs[0]
-    data = load_training_data(data_dir or meta0.get("data_dir") or cfg0.data_dir, cfg0.limit_train, cfg0.fold_seed())
+    data = training_data(replace(cfg0, data_dir=data_dir or meta0.get("data_dir") or cfg0.data_dir))
     if data_dir and meta0.get("data_hash") and data.data_hash != meta0["data_hash"]:
         raise FkdError(f"{data.data_dir}: its training data differs from the one the runs were trained on; "
                        "blend with the runs' own data folder")
-    folds = make_folds(data.source, cfg0.folds, cfg0.fold_seed())
+    folds = read_folds(d0)                           # the first run's folds: the weights of fold k never saw it
     # each run's OOF predictions, TTA as that run predicts (un-flipped with its fitted constant)
     oof = np.stack([read_oof(d, c.tta) for d, c, _, _ in runs])  # (R, N, 30)
     y, groups = data.keypoints, _groups(per, data.source)

@@ -11,14 +11,15 @@ constant fitted out of fold in closed form (fkd.competition.keypoints.fit_tta_fl
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .. import __version__, atomic
-from ..competition.data import CompetitionData, load_training_data, test_hash
-from ..competition.folds import make_folds, save_folds
+from ..competition.data import CompetitionData, load_training_data, resolve_duplicates, test_hash
+from ..competition.folds import Groups, duplicate_groups, face_embeddings, make_folds, near_twin_share, save_folds
 from ..competition.keypoints import fit_tta_flip_const, tta_average
 from ..competition.metric import breakdown, mean_baseline, pooled
 from ..config import Config, training_fields
@@ -28,7 +29,36 @@ from .budget import resolve_budget
 from .loop import train_fold
 
 
-def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
+def training_data(cfg: Config) -> CompetitionData:
+    """The training rows a run of cfg trains on: its limit_train sample, its dup_labels policy. Every reader of a
+    run's out-of-fold arrays loads them so, and its rows line up."""
+    return resolve_duplicates(load_training_data(cfg.data_dir, cfg.limit_train, cfg.fold_seed()), cfg.dup_labels)
+
+
+@dataclass
+class Split:
+    """A run's folds; with folds_by=groups the near-duplicate groups they keep whole and the face embeddings."""
+
+    folds: np.ndarray               # (N,) fold of each row
+    groups: Groups | None = None
+    emb: np.ndarray | None = None   # (N, D) eye-aligned band-passed faces (fkd.competition.folds)
+
+    def twin_share(self, z: float, which=None) -> float | None:
+        """Validation faces with a near-twin (likeness standing out by > z) in their own fold's training rows."""
+        return None if self.emb is None else near_twin_share(self.emb, self.folds, z, which)
+
+
+def split(cfg: Config, data: CompetitionData) -> Split:
+    """The folds of cfg on these rows: dealt by rows, or by near-duplicate groups (the default). The faces are
+    embedded either way, so that a row-fold run too says how many of its validation faces have a twin."""
+    emb = face_embeddings(data.images, data.keypoints)
+    if cfg.folds_by == "rows":
+        return Split(make_folds(data.source, cfg.folds, cfg.fold_seed()), None, emb)
+    groups = duplicate_groups(data.images, data.keypoints, cfg.group_z, emb=emb)
+    return Split(make_folds(data.source, cfg.folds, cfg.fold_seed(), groups.group), groups, emb)
+
+
+def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, Split]:
     """Create or re-open runs/<name>/: refuse a run dir made with another config or other data."""
     run_dir = cfg.run_dir()
     if (run_dir / "config.yaml").is_file():
@@ -47,9 +77,13 @@ def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, np.ndarray]:
                                     "test_hash": test_hash(data),
                                     "data_dir": str(Path(cfg.data_dir).resolve()),
                                     "fkd_version": __version__})
-    folds = make_folds(data.source, cfg.folds, cfg.fold_seed())
-    save_folds(run_dir / "folds.csv", folds, data.source)
-    return run_dir, folds
+    s = split(cfg, data)
+    saved = runfiles.read_folds(run_dir)
+    if saved is not None and not np.array_equal(saved, s.folds):
+        raise FkdError(f"{run_dir}: its folds.csv differs from the folds this fkd makes for the same config (the "
+                       "grouping changed); finish it with the fkd that began it, or delete that folder")
+    save_folds(run_dir / "folds.csv", s.folds, data.source, s.groups.group if s.groups is not None else None)
+    return run_dir, s
 
 
 def collect_oof(run_dir: Path, n_rows: int, which: list[int]):
@@ -63,23 +97,28 @@ def collect_oof(run_dir: Path, n_rows: int, which: list[int]):
 
 def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
     """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
-    data = load_training_data(cfg.data_dir, cfg.limit_train, cfg.fold_seed())
+    data = training_data(cfg)
     epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
     print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.folds} folds, {epochs}",
           flush=True)   # announced once the data has loaded: a bad folder is one error line, nothing before it
     if cfg.teacher:  # a teacher on other data or another split is refused here, before any timing or training
         from .teacher import check_teacher
-        check_teacher(cfg, data, make_folds(data.source, cfg.folds, cfg.fold_seed()))
+        check_teacher(cfg, data, split(cfg, data).folds)
     if cfg.budget_min > 0:
         cfg = resolve_budget(cfg, data)
-    run_dir, folds = prepare_run(cfg, data)
+    run_dir, s = prepare_run(cfg, data)
+    folds = s.folds
     atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
     which = list(cfg.train_folds) or list(range(cfg.folds))
     t0 = time.time()
     results = [train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None, progress=progress)
                for k in which]
     cv = score_oof(cfg, data, folds, run_dir, which, results)
-    cv["wall_seconds"] = round(time.time() - t0, 1)
+    cv.update(folds_by=cfg.folds_by, near_twin_share=s.twin_share(cfg.group_z, which),
+              groups=None if s.groups is None else {"n": int(s.groups.group.max() + 1),
+                                                    "largest": int(s.groups.sizes.max()),
+                                                    "z": cfg.group_z},
+              wall_seconds=round(time.time() - t0, 1))
     atomic.write_json(run_dir / "cv.json", cv)
     atomic.write_text(run_dir / "cv.txt", format_cv(cv))
     return cv
@@ -128,6 +167,18 @@ def format_cv(cv: dict) -> str:
         lines.insert(-1, f"hint: the fitted TTA constant {c_fit:.2f} is far from the training flip constant "
                          f"{c_train}; this data may follow another convention: try --set flip_const={c_fit:.1f} "
                          "and compare the CV")
+    lines.insert(4, folds_line(cv))
     for k, v in cv["per_keypoint"].items():
         lines.append(f"  {k:<26} {v:.4f}")
     return "\n".join(lines)
+
+
+def folds_line(cv: dict) -> str:
+    """How the run's folds were made and what leaks through them (runs from before grouped folds: rows)."""
+    share = cv.get("near_twin_share")
+    leak = "" if share is None else f"; {share:.1%} of validation faces have a near-twin in their training folds"
+    g = cv.get("groups")
+    if cv.get("folds_by", "rows") == "groups" and g:
+        return (f"folds: by near-duplicate groups ({g['n']} groups, largest {g['largest']} faces, "
+                f"twins: likeness > {g['z']} std. deviations above both faces' own){leak}")
+    return f"folds: by rows{leak}" + (" (the CV flatters: --set folds_by=groups)" if share and share > 0.02 else "")

@@ -2,7 +2,7 @@
 
     runs/<name>/
       config.yaml            the resolved Config as saved, + fingerprint, data_hash, test_hash, data_dir, fkd_version
-      folds.csv              row, source, fold
+      folds.csv              row, source, fold, group (the near-duplicate group of the row; -1: row folds)
       fold<k>/last.pt        model, optimizer, scheduler, EMA state after the last epoch (gone once the fold ends)
       fold<k>/best.pt        the best epoch's weights (EMA weights when EMA is on)
       fold<k>/metrics.csv    a row per epoch; loss.png its curve
@@ -71,6 +71,16 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
         raise FkdError(f"{run_dir}: no finished fold checkpoints (fold*/best.pt with result.json); "
                        "train first with `fkd train`")
     return done
+
+
+def read_folds(run_dir: str | Path) -> np.ndarray | None:
+    """The fold of every row from folds.csv (row, source, fold, group), or None where the run has none yet."""
+    f = Path(run_dir) / "folds.csv"
+    if not f.is_file():
+        return None
+    import pandas as pd
+
+    return pd.read_csv(f)["fold"].to_numpy()
 
 
 # ------------------------------------------------------------------------------ checkpoints, curves

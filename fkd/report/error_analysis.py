@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..competition import COMP, FULL
-from ..competition.data import load_training_data
 from ..competition.metric import per_keypoint
+from ..config import replace
+from ..learn.cv import training_data
 from ..learn.runfiles import load_run, read_oof
 from ..plots import face_grid, save
 
@@ -24,7 +25,7 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     cfg, meta = load_run(run_dir)
     oof = read_oof(run_dir, tta)                                  # (N, 30)
     # the rows the run was trained on (limit_train samples them), so they line up with oof
-    data = load_training_data(meta.get("data_dir") or cfg.data_dir, cfg.limit_train, cfg.fold_seed())
+    data = training_data(replace(cfg, data_dir=meta.get("data_dir") or cfg.data_dir))
     have = np.isfinite(oof).all(1)
     err2 = np.where(np.isfinite(data.keypoints), (oof - data.keypoints) ** 2, np.nan)
     per_img = np.sqrt(np.nanmean(err2, 1))

@@ -1,0 +1,72 @@
+"""The budget probe beside a busy neighbour: the epochs a budget buys, probed on a quiet machine and beside a
+process that takes the cores for the first seconds of the probe (as a finishing job does), with one short window
+(what fkd did before: 6 steps after 2) and with the fastest of several windows (what it does now).
+
+    $ python benchmarks/budget_probe.py [--data-dir DIR] [--preset default] [--busy-seconds 8]
+
+Run it on an otherwise idle machine: the busy neighbour is the benchmark's own.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import bench_data
+
+from fkd.competition.data import load_data
+from fkd.config import make_config
+from fkd.learn import budget
+
+BURNER = ("import numpy as np, time; a = np.random.rand(800, 800); t = time.time()\n"
+          "while time.time() - t < {s}: a @ a")
+
+
+def epochs(cfg, data, s: dict) -> int:
+    """What resolve_budget would give with probe figures s (the same formula, without the probe's own time)."""
+    n_val = len(data.images) / cfg.folds
+    n_train = len(data.images) - n_val
+    epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
+    fixed = cfg.folds * 2 * (n_val + len(data.test_images)) * s["eval_img_s"]
+    return int((cfg.budget_min * 60 * 0.9 - fixed) // (cfg.folds * epoch_s))
+
+
+def probe(cfg, data, busy: float, windows: int, steps: int) -> dict:
+    burner = subprocess.Popen([sys.executable, "-c", BURNER.format(s=busy)]) if busy else None
+    try:
+        time.sleep(0.5 if busy else 0)
+        return budget.probe_speed(cfg, data, windows=windows, steps=steps)
+    finally:
+        if burner:
+            burner.wait()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", help="competition folder (default: ytf15, else the practice one)")
+    p.add_argument("--preset", default="default", help="whose model, batch and budget to probe")
+    p.add_argument("--busy-seconds", type=float, default=8.0, help="how long the neighbour keeps the cores")
+    a = p.parse_args()
+    d, label = bench_data(a.data_dir)
+    data = load_data(d)
+    cfg = make_config(preset=a.preset, data_dir=str(d))
+    cfg = dataclasses.replace(cfg, budget_min=cfg.budget_min or 27.0)
+    print(f"{label}, preset {a.preset} ({cfg.model}), budget {cfg.budget_min:g} min; a neighbour busy for "
+          f"{a.busy_seconds:g} s at the start of each noisy probe")
+    for name, windows, steps in (("one window of 6 steps (before)", 1, 6),
+                                 (f"fastest of {budget.PROBE_WINDOWS} windows of {budget.PROBE_STEPS} steps (now)",
+                                  budget.PROBE_WINDOWS, budget.PROBE_STEPS)):
+        for busy in (0.0, a.busy_seconds):
+            s = probe(cfg, data, busy, windows, steps)
+            print(f"  {name:<40} {'busy' if busy else 'quiet':<5}: {1 / s['train_img_s']:6.0f} training img/s -> "
+                  f"{epochs(cfg, data, s):3d} epochs a fold")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
