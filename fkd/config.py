@@ -44,6 +44,10 @@ class Config:
                                    # stands out by more than this many std. deviations for both of them
     dup_labels: str = "keep"       # identical images labelled differently: keep both | average | drop (fkd data)
     train_folds: tuple[int, ...] = ()   # subset of folds to train (empty = all); tuning searches on a subset
+    refit: int = 0                 # models trained on every training row after the folds (same recipe and epochs);
+                                   # the submission averages them with the trained folds' models (fkd/learn/refit.py)
+    fold_weights: str = "best"     # a fold keeps its best epoch on its own validation faces (best) or its last
+                                   # (last: no selection on the faces it is scored on; as a refit model keeps its last)
     # optimisation
     epochs: int = 30
     budget_min: float = 0.0        # > 0: train as many epochs as fit this many minutes here (timed once, then fixed)
@@ -59,6 +63,11 @@ class Config:
     patience: int = 0              # early stopping on fold validation RMSE, 0 = off
     # augmentation and flips
     aug: float = 1.0               # augmentation strength, 0 = off
+    rotate: float = 18.0           # rotation range in degrees at aug 1 (scaled by aug)
+    scale: float = 0.12            # zoom range (fraction) at aug 1
+    cutout: float = 0.0            # CoarseDropout probability (1-3 holes of 8-20 px); 0 = off
+    aug_end: float = -1.0          # strength over the last quarter of the epochs (e.g. 0.5: strong, then weaker);
+                                   # -1 = aug throughout
     flip_p: float = 0.5            # probability of the label-swapping horizontal flip
     flip_const: float = 96.0       # x' = flip_const - x in training; the presets set it (README: flip constant)
     tta: bool = True               # horizontal-flip test-time augmentation
@@ -100,14 +109,15 @@ class Config:
 
 # Fields that do not change the trained weights: they may differ between the runs that share a run dir.
 NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device", "workers", "threads",
-                "train_folds", "preset"}
+                "train_folds", "preset", "refit"}
 
 
 # Fields added after runs existed, with the value every earlier run trained with (for these, the field's default):
 # at that value a field is left out of the fingerprint, so every run made before it keeps its name and is still
 # found, resumed and reused.
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
-                                               "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels")}
+                                               "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
+                                               "fold_weights", "rotate", "scale", "cutout", "aug_end")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -254,11 +264,17 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
         (0 <= cfg.ema < 1, "ema must be in [0, 1)"),
         (cfg.aug >= 0, "aug must be >= 0"),
+        (0 <= cfg.cutout <= 1, "cutout must be a probability in [0, 1]"),
+        (cfg.rotate >= 0 and 0 <= cfg.scale < 0.5, "rotate must be >= 0 degrees and scale in [0, 0.5)"),
         (cfg.teacher_weight >= 0, "teacher_weight must be >= 0"),
         (1 <= cfg.simcc_split <= 16, "simcc_split must be in 1..16 (bins a pixel)"),
         (cfg.folds_by in ("groups", "rows"), "folds_by must be groups|rows"),
         (cfg.group_z > 0, "group_z must be > 0 (standard deviations)"),
         (cfg.dup_labels in ("keep", "average", "drop"), "dup_labels must be keep|average|drop"),
+        (cfg.fold_weights in ("best", "last"), "fold_weights must be best|last"),
+        (0 <= cfg.refit <= 8, "refit must be in 0..8 (models trained on every row)"),
+        (not (cfg.refit and cfg.teacher), "refit with teacher labels is not supported: a refit model sees every "
+                                          "row, no teacher fold is nested for it"),
         (cfg.simcc_sigma > 0, "simcc_sigma must be > 0 (pixels)"),
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),

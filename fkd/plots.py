@@ -56,7 +56,8 @@ def loss_curve(history: list[dict], path: str | Path, title: str) -> Path:
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(ep, [h["train_rmse"] for h in history], label="train RMSE (augmented, px)")
-    ax.plot(ep, [h["val_rmse"] for h in history], label="validation RMSE (px)")
+    if "val_rmse" in history[0]:                  # a refit model trains on every row: no validation curve
+        ax.plot(ep, [h["val_rmse"] for h in history], label="validation RMSE (px)")
     ax.set_xlabel("epoch"), ax.set_ylabel("RMSE (px)"), ax.set_title(title), ax.grid(alpha=0.3), ax.legend()
     ax.set_yscale("log")
     fig.tight_layout()

@@ -270,3 +270,16 @@ def test_baseline_starts_at_the_mean_and_learns_within_a_few_dozen_steps(practic
         loss = m(x, src, y)["loss"]
         opt.zero_grad(), loss.backward(), opt.step()
     assert m(x, src, y)["loss"].item() < 0.5 * start
+
+
+def test_cutout_hides_pixels_not_labels_and_aug_end_weakens_the_last_quarter():
+    from fkd.config import make_config
+    cfg = make_config(preset="quick", overrides=["aug=0", "cutout=1.0", "epochs=8", "aug_end=0.25", "flip_p=0"])
+    face, kp = np.full((96, 96), 128, np.uint8), np.full(30, 40.0, np.float32)
+    img, out = Augmenter.of(cfg)(face, kp, seed=1)
+    assert (img != 128).mean() > 0.005                     # some pixels under a hole
+    assert np.array_equal(out, kp)                          # the labels stay where they were (no geometry at aug 0)
+    assert [Augmenter.of(cfg, e).strength for e in (0, 5, 6, 7)] == [0.0, 0.0, 0.25, 0.25]
+    wide = make_config(preset="quick", overrides=["rotate=40", "scale=0.3"])
+    affine = Augmenter.of(wide).pipeline.transforms[0]
+    assert affine.rotate == (-40.0, 40.0) and affine.scale["x"] == pytest.approx((0.7, 1.3))

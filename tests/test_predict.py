@@ -136,3 +136,29 @@ def test_error_report_of_a_trained_run(trained_run, capsys):
     assert "nose_tip" in out and "worst faces" in out
     for name in ("errors-gallery.png", "errors-per-keypoint.png"):
         assert (cfg.run_dir() / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_refit_models_join_the_submission_and_say_what_the_cv_estimates(practice_dir, tmp_path):
+    """--set refit=1: after the trained folds, a model on every row; the submission averages fold 0 and it, and
+    the sidecar names the models and what the CV estimates."""
+    import json
+
+    from fkd.config import make_config
+    from fkd.learn.cv import run_cv
+    from fkd.learn.runfiles import checkpoints
+
+    cfg = make_config(preset="quick", overrides=["model=baseline", "folds=2", "train_folds=0", "refit=1", "epochs=2",
+                                                 "limit_train=96", "batch_size=16", "aug=0", "workers=0"],
+                      data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    cv = run_cv(cfg, progress=False)
+    assert [c.parent.name for c in checkpoints(cfg.run_dir())] == ["fold0", "refit0"]
+    assert cv["refit_results"][0]["n_train"] == 96 and cv["submission"]["models"] == ["fold0", "refit0"]
+    assert "trained on every row" in cv["submission"]["cv_estimates"]
+    assert "submission averages fold0, refit0" in (cfg.run_dir() / "cv.txt").read_text()
+    info = predict_run(cfg.run_dir(), out_dir=tmp_path / "subs")
+    side = json.loads(Path(info["file"]).with_suffix(".json").read_text())
+    assert side["models"] == ["fold0", "refit0"] and "every row" in side["cv_estimates"]
+    again = make_config(preset="quick", overrides=["model=baseline", "folds=2", "train_folds=0", "refit=0", "epochs=2",
+                                                   "limit_train=96", "batch_size=16", "aug=0", "workers=0"],
+                        data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    assert again.run_dir() == cfg.run_dir()          # refit models are extra files of the same run, not another run

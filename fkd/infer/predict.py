@@ -48,6 +48,7 @@ def predict_run(run_dir: str | Path, tta: bool | None = None, data_dir: str | No
     tta_const = tta_constant(cfg, cv)
     sub = submission_frame(ensemble_predict(cfg, ckpts, data, tta, tta_const), data)
     info = {"run_dir": str(run_dir.resolve()), "config": cfg.to_dict(), "tta_flip_const": tta_const if tta else None,
-            "folds": [c.parent.name for c in ckpts]}
+            "folds": [c.parent.name for c in ckpts], "models": [c.parent.name for c in ckpts],
+            "cv_estimates": (cv.get("submission") or {}).get("cv_estimates")}
     return write_submission(sub, run_dir.name, data, info, cv.get("cv_rmse_tta" if tta else "cv_rmse_no_tta"), tta,
                             out_dir)

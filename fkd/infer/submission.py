@@ -89,8 +89,10 @@ def write_submission(sub: pd.DataFrame, name: str, data: CompetitionData, info: 
 def describe(info: dict) -> str:
     """A written submission in a line or two: its run, folds, TTA, CV and (with a solution.csv) its local score."""
     cv = info["cv_rmse"] if info["cv_rmse"] is None else round(info["cv_rmse"], 4)
-    lines = [f"submission from {info['run']} ({len(info.get('folds', []))} folds, TTA "
+    lines = [f"submission from {info['run']} ({', '.join(info.get('models') or info.get('folds', []))}; TTA "
              f"{'on' if info['tta'] else 'off'}), CV RMSE {cv}"]
+    if info.get("cv_estimates"):
+        lines.append(f"the CV is {info['cv_estimates']}")
     if "local_score" in info:
         s = info["local_score"]
         lines.append(f"local score against solution.csv: {s['all']['rmse']:.4f} (full {s['all']['rmse_full']:.4f}, "

@@ -39,19 +39,22 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     t_start = time.time()
     s = probe_speed(cfg, data)
     folds = len(cfg.train_folds or range(cfg.folds))
-    n_val = len(data.images) / cfg.folds
-    n_train = len(data.images) - n_val
-    epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
-    # after training: each fold predicts its validation rows twice (plain, mirrored), then the fold ensemble
-    # predicts the test set with TTA
-    fixed = folds * 2 * n_val * s["eval_img_s"] + folds * 2 * len(data.test_images) * s["eval_img_s"]
+    n = len(data.images)
+    n_val = n / cfg.folds
+    n_train = n - n_val
+    fold_epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
+    refit_epoch_s = n * s["train_img_s"] + s["checkpoint_s"]          # every row, no validation
+    # after training: each fold predicts its validation rows twice (plain, mirrored), then every model of the
+    # submission predicts the test set with flip TTA
+    fixed = (folds * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * s["eval_img_s"]
     if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
         fixed += folds * 2 * n_train * s["eval_img_s"]
     left = cfg.budget_min * 60 * 0.9 - fixed - (time.time() - t_start)
-    epochs = max(1, int(left // (folds * epoch_s)))
-    print(f"budget {cfg.budget_min:g} min: {epochs} epochs a fold x {folds} folds (measured here: "
+    epochs = max(1, int(left // (folds * fold_epoch_s + cfg.refit * refit_epoch_s)))
+    refits = f" + {cfg.refit} refit model(s) on every row" if cfg.refit else ""
+    print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "
           f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
-          f"{epoch_s:.1f} s an epoch; 10 % margin)", flush=True)
+          f"{fold_epoch_s:.1f} s a fold epoch; 10 % margin)", flush=True)
     return dataclasses.replace(cfg, epochs=epochs)
 
 
@@ -84,7 +87,7 @@ def probe_speed(cfg: Config, data: CompetitionData, windows: int = PROBE_WINDOWS
     model = ready(create_from_config(cfg), cfg, dev)
     opt = make_optimizer(cfg, model)
     ds = FaceDataset(data.images[:n], data.keypoints[:n], data.source[:n],
-                     Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const))
+                     Augmenter.of(cfg))
     loader = torch.utils.data.DataLoader(ds, batch_size=bs)
 
     def window():

@@ -27,6 +27,7 @@ from ..errors import FkdError
 from . import runfiles
 from .budget import resolve_budget
 from .loop import train_fold
+from .refit import train_refit, what_is_submitted
 
 
 def training_data(cfg: Config) -> CompetitionData:
@@ -113,7 +114,9 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     t0 = time.time()
     results = [train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None, progress=progress)
                for k in which]
+    refits = [train_refit(cfg, data, i, run_dir, progress=progress) for i in range(cfg.refit)]
     cv = score_oof(cfg, data, folds, run_dir, which, results)
+    cv.update(refit_results=refits, submission=what_is_submitted(cfg, cv))
     cv.update(folds_by=cfg.folds_by, near_twin_share=s.twin_share(cfg.group_z, which),
               groups=None if s.groups is None else {"n": int(s.groups.group.max() + 1),
                                                     "largest": int(s.groups.sizes.max()),
@@ -168,6 +171,9 @@ def format_cv(cv: dict) -> str:
                          f"{c_train}; this data may follow another convention: try --set flip_const={c_fit:.1f} "
                          "and compare the CV")
     lines.insert(4, folds_line(cv))
+    if cv.get("submission"):
+        lines.insert(5, f"submission averages {', '.join(cv['submission']['models'])}; this CV is "
+                        f"{cv['submission']['cv_estimates']}")
     for k, v in cv["per_keypoint"].items():
         lines.append(f"  {k:<26} {v:.4f}")
     return "\n".join(lines)

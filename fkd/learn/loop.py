@@ -145,7 +145,7 @@ def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: in
         print(f"fold {fold}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {cfg.teacher} "
               f"(weight {cfg.teacher_weight:g})", flush=True)
     return FaceDataset(data.images[tr], data.keypoints[tr], data.source[tr],
-                       Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const), teach)
+                       Augmenter.of(cfg, epoch=0), teach)
 
 
 def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, run_dir: Path,
@@ -168,6 +168,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     for epoch in range(state.start, cfg.epochs):
         t0, seed = time.time(), epoch_seed(cfg, fold, epoch)
         torch.manual_seed(seed)
+        ds.aug = Augmenter.of(cfg, epoch)
         loader = epoch_loader(ds, cfg, dev, seed, workers)
         stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
                                 desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
@@ -195,10 +196,11 @@ def end_epoch(state: FoldState, ctx: FoldContext, epoch: int, stats: dict, secon
     improved = val < state.best
     if improved:
         state.best, state.best_epoch, state.bad = val, epoch, 0
-        runfiles.save_checkpoint({"model": state.eval_model.state_dict(), "epoch": epoch, "val_rmse": val,
-                                  "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, ctx.fdir / "best.pt")
     else:
         state.bad += 1
+    if improved or cfg.fold_weights == "last":     # best.pt: the weights the fold keeps (its best or its last epoch)
+        runfiles.save_checkpoint({"model": state.eval_model.state_dict(), "epoch": epoch, "val_rmse": val,
+                                  "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, ctx.fdir / "best.pt")
     state.history.append({"epoch": epoch + 1, "train_rmse": round(stats["train_rmse"], 5), "val_rmse": round(val, 5),
                           "lr": state.opt.param_groups[0]["lr"], "seconds": round(seconds, 2)})
     save_last(state, epoch, cfg, ctx.fdir / "last.pt")
@@ -223,7 +225,9 @@ def finish_fold(state: FoldState, ctx: FoldContext, title: str) -> dict:
     scan = {str(c): rmse_masked(tta_average(oof, mirrored, c), val_y) for c in FLIP_SCAN}
     runfiles.write_fold_predictions(fdir, ctx.va, oof, mirrored)
     loss_curve(state.history, fdir / "loss.png", title)
-    result = {"fold": ctx.fold, "best_epoch": state.best_epoch + 1, "epochs_run": len(state.history),
+    kept = state.best_epoch if cfg.fold_weights == "best" else len(state.history) - 1
+    result = {"fold": ctx.fold, "best_epoch": state.best_epoch + 1, "kept_epoch": kept + 1,
+              "epochs_run": len(state.history),
               "val_rmse": rmse_masked(oof, val_y),
               "val_rmse_tta": rmse_masked(tta_average(oof, mirrored, cfg.flip_const), val_y),
               "seconds": round(sum(h["seconds"] for h in state.history), 1), "n_train": len(ctx.tr),

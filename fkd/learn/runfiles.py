@@ -9,6 +9,8 @@
       fold<k>/val_pred.npz   this fold's validation rows: idx (n,), plain (n, 30), mirrored (n, 30) = predictions of
                              the mirrored faces, not yet un-flipped (TTA with any constant is made from the two)
       fold<k>/result.json    best epoch, validation RMSE with and without TTA, seconds
+      refit<i>/model.pt      a model trained on every row (--set refit=N): its last epoch's weights (EMA's where
+                             on); metrics.csv, loss.png and result.json beside it; last.pt while it trains
       oof.npz                every training row out of fold: plain (N, 30), tta (N, 30) un-flipped with the run's
                              fitted TTA constant; NaN rows where a fold is not trained
       cv.json, cv.txt        the CV figures
@@ -65,8 +67,11 @@ def tta_constant(cfg: Config, cv: dict) -> float:
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
-    """The best.pt of every finished fold (one with result.json)."""
-    done = [c for c in sorted(Path(run_dir).glob("fold*/best.pt")) if (c.parent / "result.json").is_file()]
+    """The weights the submission averages: every finished fold's best.pt and refit model's model.pt (each with
+    its result.json)."""
+    run_dir = Path(run_dir)
+    done = [c for c in sorted(run_dir.glob("fold*/best.pt")) + sorted(run_dir.glob("refit*/model.pt"))
+            if (c.parent / "result.json").is_file()]
     if not done:
         raise FkdError(f"{run_dir}: no finished fold checkpoints (fold*/best.pt with result.json); "
                        "train first with `fkd train`")

@@ -53,8 +53,10 @@ def suggest(trial, space: dict) -> dict:
 
 
 def trial_config(base: Config, params: dict, study_name: str, number: int) -> Config:
-    """The config a trial trains: the base with the sampled values, in the study's own runs folder."""
-    return replace(base, **params, name=f"{study_name}-trial{number:04d}", runs_dir=str(TUNING / "runs" / study_name))
+    """The config a trial trains: the base with the sampled values, in the study's own runs folder; no refit
+    models (a trial is scored out of fold only)."""
+    return replace(base, **params, name=f"{study_name}-trial{number:04d}", runs_dir=str(TUNING / "runs" / study_name),
+                   refit=0)
 
 
 def make_objective(base: Config, space: dict, study_name: str):

@@ -1,0 +1,84 @@
+"""Refit: models trained on every training row after the folds, with the same recipe and epochs.
+
+A fold model learns from (K-1)/K of the rows; its out-of-fold error is what CV measures. Once CV has said how
+good the recipe is, a model trained on all rows learns from a third more faces (at K = 4), and the minutes K
+fold models would take buy one model K x (K-1)/K times the epochs: schedule length was the strongest lever
+measured here. `--set refit=N` trains N such models (seeds of their own) into refit<i>/; the submission
+averages them with the trained folds' models. A refit model has no validation rows: it keeps its last epoch
+(EMA weights where EMA is on), so nothing about it is chosen on faces it is scored on.
+
+    $ fkd train --preset default --set refit=1            # the folds, then one model on every row
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import atomic
+from ..competition.data import CompetitionData
+from ..config import Config
+from ..device import default_workers
+from ..plots import loss_curve
+from . import runfiles
+from .augment import Augmenter
+from .dataset import FaceDataset, epoch_loader, epoch_seed
+from .loop import build_fold_state, resume, save_last, setup_device, train_one_epoch
+
+SEED_OFFSET = 1000     # refit i draws its randomness as fold SEED_OFFSET + i would: never a fold's own seeds
+
+
+def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progress: bool = True) -> dict:
+    """Train refit model i on every training row; writes refit<i>/ (model.pt, metrics.csv, loss.png, result.json)."""
+    rdir = run_dir / f"refit{i}"
+    if (rdir / "result.json").is_file():
+        return json.loads((rdir / "result.json").read_text())
+    rdir.mkdir(parents=True, exist_ok=True)
+    dev, amp, share = setup_device(cfg)
+    rows, seed_fold = np.arange(len(data.images)), SEED_OFFSET + i
+    state = build_fold_state(cfg, data, rows, seed_fold, dev)
+    resume(state, rdir / "last.pt", cfg, dev, seed_fold)
+    ds = FaceDataset(data.images, data.keypoints, data.source, Augmenter.of(cfg, epoch=0))
+    workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
+    for epoch in range(state.start, cfg.epochs):
+        t0, seed = time.time(), epoch_seed(cfg, seed_fold, epoch)
+        torch.manual_seed(seed)
+        ds.aug = Augmenter.of(cfg, epoch)
+        loader = epoch_loader(ds, cfg, dev, seed, workers)
+        stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
+                                desc=f"refit {i} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
+                                step=epoch * len(loader), share_cores=share)
+        state.history.append({"epoch": epoch + 1, "train_rmse": round(stats["train_rmse"], 5),
+                              "lr": state.opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)})
+        save_last(state, epoch, cfg, rdir / "last.pt")
+        runfiles.write_metrics(state.history, rdir / "metrics.csv")
+        if progress:
+            h = state.history[-1]
+            print(f"refit {i} epoch {epoch + 1:>3}/{cfg.epochs}  train {h['train_rmse']:.3f}  {h['seconds']:.1f}s",
+                  flush=True)
+    runfiles.save_checkpoint({"model": state.eval_model.state_dict(), "epoch": cfg.epochs - 1,
+                              "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, rdir / "model.pt")
+    loss_curve(state.history, rdir / "loss.png", f"{run_dir.name} refit {i} (every training row)")
+    result = {"refit": i, "epochs_run": len(state.history), "n_train": len(rows),
+              "seconds": round(sum(h["seconds"] for h in state.history), 1)}
+    atomic.write_json(rdir / "result.json", result)
+    (rdir / "last.pt").unlink(missing_ok=True)
+    return result
+
+
+def what_is_submitted(cfg: Config, cv: dict) -> dict:
+    """The models a run's submission averages and which CV estimates them, in words a sidecar can carry."""
+    folds = cv.get("folds_trained", [])
+    models = [f"fold{k}" for k in folds] + [f"refit{i}" for i in range(cfg.refit)]
+    share = f"{(cfg.folds - 1) / cfg.folds:.0%}"
+    if cfg.refit:
+        estimate = (f"the out-of-fold error of fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} "
+                    f"(models of the same recipe and epochs trained on {share} of the rows): a slightly pessimistic "
+                    f"estimate of an average of {len(models)} models, {cfg.refit} of them trained on every row")
+    else:
+        estimate = (f"the out-of-fold error of the {len(folds)} fold model(s) (each trained on {share} of the rows); "
+                    "the submission averages them, which is usually a little better than one")
+    return {"models": models, "cv_estimates": estimate}
