@@ -19,7 +19,7 @@ RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
 CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) $(if $(BUDGET),--set budget_min=$(BUDGET))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lint test test-fast runs submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
+.PHONY: help install lock lint test test-fast board report runs submit data practice train predict serve tune dashboard scores leaderboard bench reliability gpu-check blend clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ tune: install ## Optuna study (DATA=DIR, TRIALS=N, WORKERS=N)
 
 dashboard: install ## optuna-dashboard on the tuning study (PORT=8080)
 	$(FKD) dashboard $(if $(PORT),--port $(PORT))
+
+board: install ## TensorBoard on runs/: every run's and fold's curves, live (PORT=6006)
+	$(BIN)/tensorboard --logdir runs --host 127.0.0.1 --port $(or $(PORT),6006)
+
+report: install ## one self-contained HTML page for a run (RUN=runs/NAME, default the newest)
+	$(FKD) report $(RUN)
 
 runs: install ## every training run in runs/: model, epochs, minutes, CV without/with TTA, submitted; best first
 	$(FKD) runs

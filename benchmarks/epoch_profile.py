@@ -1,24 +1,29 @@
 """Where a training epoch's time goes, and how close the model step runs to the machine's limit.
 
-    $ python benchmarks/epoch_profile.py [--data-dir DIR] [--n 1024] [--models resnet18,baseline]
+    $ python benchmarks/epoch_profile.py [--data-dir DIR] [--n 1024] [--presets default,best]
 
 (Not `profile.py`: a file of that name in benchmarks/ would shadow the standard library's `profile`, which
 torch imports through cProfile, for every script in this folder.)
 
-For each model (the default preset's recipe): one warm-up epoch, then one epoch of --n images, a validation
+For each preset as it is (its model, head, EMA, optimiser and batch, read from fkd/config.py, so the profile
+never drifts from what `make submit` trains): one warm-up epoch, then one epoch of --n images, a validation
 pass over a quarter as many and a `last.pt` checkpoint, all under torch.profiler. Printed:
 - the split by phase (the marks in fkd.learn.loop.train_one_epoch: data loading and augmentation, copy to the
   device, forward + loss, backward, optimizer, metrics; then validation and checkpoint; the rest is Python
   between them) and, inside the model step, by operator kind (convolutions forward/backward, normalisation,
   activations, pooling, linear layers, the optimizer's element-wise updates, copies);
 - model FLOP utilisation: the step's FLOPs (torch.utils.flop_counter, forward + backward, per image) times
-  images/s, against the machine's measured peak: a 2048x2048 matmul in fp32 and bf16 in the same run.
+  images/s, against the machine's measured peak: a 2048x2048 matmul in fp32 and bf16 in the same run. The
+  peak is this machine's: MFU figures from different machines (AMX or not, other clocks) are not comparable.
+The profiler's own chatter on stderr (kineto's USDT lines, "gpuGetDeviceCount failed" on a machine without a
+GPU) is silenced: it is not the user's error.
 Data: --data-dir, else ../shared/benchmarks/ytf15 beside the checkout, else the practice competition (made
 in a temporary folder; the run says so). Results also go to benchmarks/results/profile.json.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -44,7 +49,8 @@ from fkd.device import autocast, default_workers, select_device, to_input  # noq
 from fkd.learn.augment import Augmenter  # noqa: E402
 from fkd.learn.dataset import FaceDataset  # noqa: E402
 from fkd.learn.loop import train_one_epoch  # noqa: E402
-from fkd.learn.models import create_from_config, predict_images  # noqa: E402
+from fkd.learn.models import create_from_config, predict_images, ready  # noqa: E402
+from fkd.learn.optim import make_optimizer  # noqa: E402
 from fkd.learn.schedules import make_scheduler  # noqa: E402
 
 PHASES = ["data: load + augment", "data: to device", "forward + loss", "backward", "optimizer", "metrics",
@@ -91,32 +97,51 @@ def step_flops_per_image(model, dev, amp, cfg, bs: int = 16) -> float:
     return fc.get_total_flops() / bs
 
 
-def profile_model(name: str, d, n: int, dev, amp) -> dict:
+@contextlib.contextmanager
+def quiet_stderr():
+    """C-level stderr to /dev/null for the block (kineto prints there, below Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def profile_model(preset: str, d, n: int, dev, amp) -> dict:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    cfg = make_config(preset="default", overrides=[f"model={name}"])
+    cfg = make_config(preset=preset)
     imgs, kp, src = d.images[:n], d.keypoints[:n], d.source[:n]
     torch.manual_seed(0)
     model = create_from_config(cfg)
     model.init_output(torch.from_numpy(source_means(kp, src)))
-    model = model.to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
-    ds = FaceDataset(imgs, kp, src, Augmenter(cfg.aug, cfg.flip_p, cfg.flip_const))
+    model = ready(model, cfg, dev)
+    opt = make_optimizer(cfg, model)
+    ema = None
+    if cfg.ema > 0:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
+    ds = FaceDataset(imgs, kp, src, Augmenter.of(cfg))
     workers = default_workers(dev)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, pin_memory=dev.type == "cuda")
     sched = make_scheduler(cfg, opt, 2 * len(loader))
     flops = step_flops_per_image(model, dev, amp, cfg)
-    train_one_epoch(model, loader, opt, sched, None, dev, amp, cfg, progress=False)   # warm-up
+    train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg, progress=False)   # warm-up
     n_val = max(64, n // 4)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with quiet_stderr(), profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, loader, opt, sched, None, dev, amp, cfg, progress=False)
+        stats = train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg, progress=False)
         sync(dev)
         t_train = time.perf_counter() - t0
         with record_function("validation"):
-            predict_images(model, d.images[:n_val], d.source[:n_val], dev, amp, channels_last=True)
+            predict_images(ema.module if ema else model, d.images[:n_val], d.source[:n_val], dev, amp,
+                           channels_last=cfg.channels_last)
         with record_function("checkpoint"):
             path = Path(tempfile.gettempdir()) / f"fkd-profile-{os.getpid()}.pt"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, path)
@@ -133,7 +158,8 @@ def profile_model(name: str, d, n: int, dev, amp) -> dict:
             ops[kind] += e.self_cpu_time_total / 1e6
     phases["Python and the rest (not in a phase)"] = max(0.0, wall - sum(phases.values()))
     imgs_s = stats["images"] / t_train
-    return {"model": name, "images": stats["images"], "train_seconds": t_train, "wall_seconds": wall,
+    return {"preset": preset, "model": f"{cfg.model}/{cfg.head}" + (f" + EMA {cfg.ema}" if cfg.ema else ""),
+            "batch": cfg.batch_size, "images": stats["images"], "train_seconds": t_train, "wall_seconds": wall,
             "train_img_per_s": imgs_s, "phases": dict(phases), "ops": dict(ops),
             "gflop_per_train_image": flops / 1e9, "achieved_tflops": flops * imgs_s / 1e12,
             "workers": workers, "threads": torch.get_num_threads()}
@@ -143,7 +169,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir")
     ap.add_argument("--n", type=int, default=1024, help="training images in the profiled epoch")
-    ap.add_argument("--models", default="resnet18,baseline")
+    ap.add_argument("--presets", default="default,best", help="presets to profile, as they are in fkd/config.py")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
     ddir, label = bench_data(a.data_dir)
@@ -157,12 +183,14 @@ def main():
     print(f"device {dev} ({torch.cuda.get_device_name() if dev.type == 'cuda' else cpu}; AMX "
           f"{'yes' if 'amx_bf16' in flags else 'no'}, AVX512-BF16 {'yes' if 'avx512_bf16' in flags else 'no'}), "
           f"autocast {amp}, torch {torch.__version__}, data {label}")
-    print(f"measured peak (2048x2048 matmul): fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 {peaks['bf16']:.3f} TFLOP/s")
+    print(f"measured peak, this machine (a 2048x2048 matmul, timed in this run): fp32 {peaks['fp32']:.3f} TFLOP/s, "
+          f"bf16 {peaks['bf16']:.3f} TFLOP/s; MFU below is against it, so it varies with the machine")
     results = []
-    for name in a.models.split(","):
-        r = profile_model(name, d, a.n, dev, amp)
+    for preset in a.presets.split(","):
+        r = profile_model(preset, d, a.n, dev, amp)
         results.append(r)
-        print(f"\n{name}: one epoch of {r['images']} images in {r['train_seconds']:.2f}s = {r['train_img_per_s']:.0f} "
+        print(f"\n{preset} ({r['model']}, batch {r['batch']}): one epoch of {r['images']} images in "
+              f"{r['train_seconds']:.2f}s = {r['train_img_per_s']:.0f} "
               f"img/s (threads {r['threads']}, loader workers {r['workers']}); with validation and checkpoint "
               f"{r['wall_seconds']:.2f}s")
         print(f"  {'phase':<40} {'s':>7} {'%':>6}")

@@ -163,6 +163,12 @@ def cmd_errors(a):
     _wrote(r["gallery"], r["per_keypoint_png"])
 
 
+def cmd_report(a):
+    from .report.page import write_report
+
+    _wrote(write_report(a.run_dir))
+
+
 def cmd_tune(a):
     from .learn import study, tune
 
@@ -258,6 +264,10 @@ def _learn_commands(sub) -> None:
     s.add_argument("--worst", type=int, default=16, help="how many of the worst faces to draw")
     s.add_argument("--no-tta", action="store_true", help="the out-of-fold predictions without flip TTA")
     s.set_defaults(fn=cmd_errors)
+
+    s = sub.add_parser("report", help="one self-contained HTML page of a run: config, CV, curves, errors, scores")
+    s.add_argument("run_dir", help="a run folder (runs/<name>)")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("tune", help="Optuna study over tuning/space.yaml; --export writes tuning/best.yaml")
     _config_args(s)
@@ -355,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import children
+
     args = build_parser().parse_args(argv)
+    children.install()                    # SIGTERM ends fkd in order, and every process it started with it
     try:
         args.fn(args)
     except FkdError as e:
@@ -364,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fkd: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        children.end_children()
     return 0
 
 

@@ -116,3 +116,11 @@ def test_cli_data_summary_and_preview(practice_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "training rows    600" in r.stdout and "lookup rows" in r.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_command_announces_nothing_first(tmp_path):
+    """`fkd train --data-dir /nonexistent` says one line naming the folder, and nothing before it."""
+    r = subprocess.run([sys.executable, "-m", "fkd", "train", "--data-dir", str(tmp_path / "nonexistent"),
+                        "--preset", "quick"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.count("\n") == 1 and "nonexistent: no such folder" in r.stderr

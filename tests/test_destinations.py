@@ -170,3 +170,17 @@ def test_download_marker_names_its_destination(two_servers, practice_dir, tmp_pa
     download(tmp_path / "dl")
     m = json.loads((tmp_path / "dl" / ".fkd-download.json").read_text())
     assert m["destination"] == a.state.identity and m["test_hash"] == data_test_hash(load_data(practice_dir))
+
+
+def test_the_cv_vs_leaderboard_title_is_never_cut_off():
+    """A local server's destination name is long; the plot's title must fit inside the figure."""
+    from fkd.kaggle.ledger import scatter_figure
+
+    dest = "fkd serve a-competition-folder-with-a-rather-long-name-as-users-make-them@0123456789"
+    rows = [{"destination": dest, "cv_rmse": 1.6 + i / 100, "public_score": 1.7 + i / 90, "private_score": 1.65}
+            for i in range(3)]
+    fig = scatter_figure(rows, dest)
+    fig.canvas.draw()
+    box, page = fig.axes[0].title.get_window_extent(), fig.bbox
+    assert box.x0 >= page.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, (box, page)
+    assert dest.split("@")[1] in fig.axes[0].get_title().replace("\n", "")

@@ -110,6 +110,33 @@ def test_network_down(server, practice_dir, tmp_path, monkeypatch):
         upload(sub)
 
 
+def test_an_upload_that_never_left_is_not_stuck_once_the_server_runs(practice_dir, tmp_path, monkeypatch, capsys):
+    """FKD_KAGGLE_ENDPOINT names a port where no server runs yet: the upload fails in one line, keeps the CSV and
+    leaves nothing pending under a guessed name; once `fkd serve` runs there, the same upload goes through and
+    nothing stale waits in `fkd upload --pending`."""
+    from fkd.kaggle.server import serve_in_thread
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    sub = noisy_submission(practice_dir, tmp_path / "s.csv")
+    with pytest.raises(FkdError, match="cannot reach .*nothing was sent, the CSV is kept"):
+        upload(sub)
+    assert sub.is_file() and ledger.get(sub) is None                  # pending nowhere
+    srv, _ = serve_in_thread(practice_dir, port=port, state_dir=tmp_path / "state", users={"alice": KEY},
+                             score_delay=0.2)
+    try:
+        row = upload(sub)
+        assert row["status"] == "COMPLETE" and row["destination"] == srv.state.identity
+        assert upload_pending() == []
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_stalled_server_times_out(server, practice_dir, tmp_path, monkeypatch):
     """A server that accepts the connection and never answers: one clear line after FKD_KAGGLE_TIMEOUT."""
     import time

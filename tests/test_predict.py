@@ -138,6 +138,26 @@ def test_error_report_of_a_trained_run(trained_run, capsys):
         assert (cfg.run_dir() / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_error_gallery_draws_only_what_a_face_is_scored_on(trained_run, monkeypatch):
+    """A common-source face is scored on 8 values: its other 11 outputs were never trained and must not be drawn
+    (they sat in a red cluster around the nose)."""
+    import fkd.report.error_analysis as ea
+    cfg, _ = trained_run
+    drawn = {}
+    real = ea.face_grid
+
+    def spy(images, point_sets, titles, out, **kw):
+        drawn["sets"], drawn["titles"] = point_sets, titles
+        return real(images, point_sets, titles, out, **kw)
+
+    monkeypatch.setattr(ea, "face_grid", spy)
+    ea.error_report(cfg.run_dir(), worst=16)
+    (labels, *_), (preds, _, _, legend) = drawn["sets"]
+    assert np.array_equal(np.isfinite(preds), np.isfinite(labels))           # a point drawn only where labelled
+    assert any(np.isfinite(lab).sum() == 8 for lab in labels)                # common-source faces are among them
+    assert "scored on" in legend and all("points" in t for t in drawn["titles"])
+
+
 def test_refit_models_join_the_submission_and_say_what_the_cv_estimates(practice_dir, tmp_path):
     """--set refit=1: after the trained folds, a model on every row; the submission averages fold 0 and it, and
     the sidecar names the models and what the CV estimates."""

@@ -48,7 +48,8 @@ def test_study_runs_run_cv_and_exports(practice_dir, tmp_path, trains):
     assert s["COMPLETE"] + s["PRUNED"] == 4 and s["FAIL"] == 0
     assert not stale.exists() and live.exists()
     t = next(t for t in study.trials if t.state.name == "COMPLETE")
-    assert {"config", "run_dir", "per_fold"} <= set(t.user_attrs)
+    assert {"config", "run_dir", "per_fold", "epochs", "minutes"} <= set(t.user_attrs)   # what a reader needs
+    assert study.metric_names == ["CV RMSE, fold(s) 0 (px, flip TTA)"]
     assert Path(t.user_attrs["run_dir"], "cv.json").is_file()      # the same run_cv as `fkd train`
     assert t.user_attrs["config"]["lr"] == t.params["lr"]
     path, cfg = tune_study.export_best(study)
@@ -167,7 +168,7 @@ def test_dashboard_serves_the_study(practice_dir, tmp_path):
     from fkd.learn import study as tune_study
     db = tmp_path / "dash.db"
     url = f"sqlite:///{db}"
-    tune_study.create_study("dash", url, seed=0)
+    tune_study.create_study("dash", url, seed=0, metric="CV RMSE, fold(s) 0 (px)")
     import json
     import socket
     import urllib.request
@@ -183,8 +184,11 @@ def test_dashboard_serves_the_study(practice_dir, tmp_path):
             except OSError:
                 time.sleep(0.3)
         assert body is not None, "optuna-dashboard did not answer"
-        names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
-        assert names == ["dash"]
+        summaries = json.loads(body)["study_summaries"]
+        assert [s["study_name"] for s in summaries] == ["dash"]
+        detail = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/studies/{summaries[0]['study_id']}", timeout=5).read())
+        assert detail["objective_names"] == ["CV RMSE, fold(s) 0 (px)"]     # the axis is named, not "Objective 0"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -194,6 +198,102 @@ def test_dashboard_serves_the_study(practice_dir, tmp_path):
     with pytest.raises(FkdError, match="no study database"):
         tune_study.dashboard(f"sqlite:///{missing}", 8099)
     assert not missing.exists()
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_fkd_dashboard_takes_its_child_with_it_on_sigterm(tmp_path):
+    """Stopped with SIGTERM (a supervisor, `kill`), `fkd dashboard` ends optuna-dashboard too: the port is free."""
+    import socket
+    import urllib.request
+
+    from fkd.learn import study as tune_study
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    tune_study.create_study("sig", url, seed=0)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    fkd_proc = subprocess.Popen([sys.executable, "-m", "fkd", "dashboard", "--storage", url, "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, up = time.time() + 60, False
+        while not up and time.time() < deadline:
+            try:
+                up = bool(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read())
+            except OSError:
+                time.sleep(0.3)
+        assert up, "optuna-dashboard did not answer"
+        kids = _children_of(fkd_proc.pid)
+        assert kids, "fkd dashboard started no child"
+        fkd_proc.send_signal(signal.SIGTERM)
+        fkd_proc.wait(20)
+        assert all(_gone(k) for k in kids), "optuna-dashboard outlived fkd dashboard"
+        with socket.socket() as sk, pytest.raises(ConnectionRefusedError):
+            sk.connect(("127.0.0.1", port))                  # nobody listens on the port any more
+    finally:
+        fkd_proc.kill()
+
+
+def test_fkd_tune_takes_its_workers_with_it_on_sigterm(practice_dir, tmp_path, trains):
+    cmd = [sys.executable, "-m", "fkd", "tune", "--data-dir", str(practice_dir), "--preset", "quick",
+           *[a for s in FAST + ["epochs=50"] for a in ("--set", s)], "--workers", "2", "--trials", "4",
+           "--storage", f"sqlite:///{tmp_path / 'w.db'}", "--study", "sig", "--space", small_space(tmp_path)]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.time() + 120, []
+        while len(workers) < 2 and time.time() < deadline:
+            workers = _children_of(parent.pid)
+            time.sleep(0.2)
+        assert len(workers) == 2, "the two workers never started"
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(30)
+        assert all(_gone(w) for w in workers), "a tune worker outlived fkd tune"
+    finally:
+        parent.kill()
+
+
+def test_a_second_study_of_the_same_name_trains_its_own_trials(practice_dir, tmp_path, capsys, trains):
+    """The default study `fkd` again after `rm tuning/fkd.db` (or on another --storage): its trials get folders of
+    their own instead of meeting the first study's and failing as 'made with a different config'."""
+    from fkd.learn import tune
+    base = tiny_base(practice_dir)
+    for db in ("first.db", "second.db"):
+        study, summary = tune.tune(base, n_trials=2, study_name="fkd", storage_url=f"sqlite:///{tmp_path / db}",
+                                   space_file=small_space(tmp_path))
+        assert states(study)["FAIL"] == 0, capsys.readouterr().err
+    assert len(list(Path("tuning/runs").glob("fkd-*"))) == 2
+
+
+def test_a_failed_trial_says_one_line(practice_dir, tmp_path, capsys):
+    """A trial that fails (here: its data folder does not exist) prints one line, not Optuna's traceback, and
+    three in a row stop the study with one line."""
+    from fkd.errors import FkdError
+    from fkd.learn import tune
+    base = tiny_base(tmp_path / "missing")
+    with pytest.raises(FkdError, match="three trials in a row failed"):
+        tune.tune(base, n_trials=3, study_name="bad", storage_url=f"sqlite:///{tmp_path / 'b.db'}",
+                  space_file=small_space(tmp_path))
+    err = capsys.readouterr().err
+    assert err.count("failed: ") == 3 and "no such folder" in err and "Traceback" not in err
 
 
 def test_every_value_of_the_shipped_space_is_a_valid_trial_of_every_preset():

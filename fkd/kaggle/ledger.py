@@ -125,15 +125,26 @@ def best_first(items: list[dict]) -> list[dict]:
 def scatter(items: list[dict], destination: str,
             out: Path = Path("submissions") / "cv-vs-leaderboard.png") -> Path | None:
     """CV RMSE against public and private score of one destination's rows: does CV predict its board?"""
+    fig = scatter_figure(items, destination)
+    if fig is None:
+        return None
+    from ..plots import save
+
+    return save(fig, out)
+
+
+def scatter_figure(items: list[dict], destination: str):
+    """The figure of `scatter` (None without a scored row): the destination on a line of its own under the
+    question, so that a long name (a local server's folder and hash) is never cut off."""
     items = [r for r in items if r.get("destination") == destination]
     pts = [r for r in items if r.get("cv_rmse") is not None and r.get("public_score") is not None]
     if not pts:
         return None
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..plots import save
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
     cv = [r["cv_rmse"] for r in pts]
@@ -144,10 +155,10 @@ def scatter(items: list[dict], destination: str,
     lo, hi = min(cv + [r["public_score"] for r in pts]), max(cv + [r["public_score"] for r in pts])
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
     ax.set_xlabel("CV RMSE (out of fold)"), ax.set_ylabel("leaderboard RMSE"), ax.legend(), ax.grid(alpha=0.3)
-    ax.set_title(f"does CV predict the leaderboard? ({'LOCAL ' if is_local(destination) else ''}{destination})",
-                 fontsize=9)
+    where = textwrap.fill(f"{'LOCAL ' if is_local(destination) else ''}{destination}", 60)
+    ax.set_title(f"does CV predict the leaderboard?\n{where}", fontsize=8)
     fig.tight_layout()
-    return save(fig, out)
+    return fig
 
 
 def format_table(items: list[dict]) -> str:

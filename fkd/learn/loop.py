@@ -32,6 +32,7 @@ from ..errors import FkdError
 from ..plots import loss_curve
 from . import runfiles
 from .augment import Augmenter
+from .curves import Curves
 from .dataset import FaceDataset, epoch_loader, epoch_seed
 from .models import create_from_config, predict_images, ready
 from .optim import make_optimizer
@@ -165,6 +166,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     resume(state, fdir / "last.pt", cfg, dev, fold)
     ds = fold_dataset(cfg, data, folds, fold, ctx.tr, dev, amp)
     workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
+    curves = Curves(fdir)            # TensorBoard: `make board`
     for epoch in range(state.start, cfg.epochs):
         t0, seed = time.time(), epoch_seed(cfg, fold, epoch)
         torch.manual_seed(seed)
@@ -174,11 +176,13 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
                                 desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
                                 step=epoch * len(loader), share_cores=share)
         val = end_epoch(state, ctx, epoch, stats, time.time() - t0)
+        curves.epoch(epoch + 1, state.history[-1])
         if report is not None:
             report(epoch, val)
         if cfg.patience and state.bad >= cfg.patience:
             print(f"fold {fold}: early stop after {epoch + 1} epochs (best {state.best:.4f} at {state.best_epoch + 1})")
             break
+    curves.close()
     return finish_fold(state, ctx, f"{run_dir.name} fold {fold}")
 
 

@@ -25,6 +25,7 @@ from ..device import default_workers
 from ..plots import loss_curve
 from . import runfiles
 from .augment import Augmenter
+from .curves import Curves
 from .dataset import FaceDataset, epoch_loader, epoch_seed
 from .loop import build_fold_state, resume, save_last, setup_device, train_one_epoch
 
@@ -43,6 +44,7 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progr
     resume(state, rdir / "last.pt", cfg, dev, seed_fold)
     ds = FaceDataset(data.images, data.keypoints, data.source, Augmenter.of(cfg, epoch=0))
     workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
+    curves = Curves(rdir)            # TensorBoard: `make board`
     for epoch in range(state.start, cfg.epochs):
         t0, seed = time.time(), epoch_seed(cfg, seed_fold, epoch)
         torch.manual_seed(seed)
@@ -55,10 +57,12 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progr
                               "lr": state.opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)})
         save_last(state, epoch, cfg, rdir / "last.pt")
         runfiles.write_metrics(state.history, rdir / "metrics.csv")
+        curves.epoch(epoch + 1, state.history[-1])
         if progress:
             h = state.history[-1]
             print(f"refit {i} epoch {epoch + 1:>3}/{cfg.epochs}  train {h['train_rmse']:.3f}  {h['seconds']:.1f}s",
                   flush=True)
+    curves.close()
     runfiles.save_checkpoint({"model": state.eval_model.state_dict(), "epoch": cfg.epochs - 1,
                               "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, rdir / "model.pt")
     loss_curve(state.history, rdir / "loss.png", f"{run_dir.name} refit {i} (every training row)")

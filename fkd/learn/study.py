@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..children import spawn
 from ..config import Config, config_from_dict, save_config
 from ..errors import FkdError
 
@@ -37,14 +38,17 @@ def storage_for(url: str):
     raise FkdError(f"--storage {url!r}: use sqlite:///ABS/PATH.db or postgresql://user:pass@host/db")
 
 
-def create_study(name: str, storage_url: str, seed: int, pruner: str = "median"):
-    """Create the study once (before any worker starts) or load it."""
+def create_study(name: str, storage_url: str, seed: int, pruner: str = "median", metric: str = "CV RMSE (px)"):
+    """Create the study once (before any worker starts) or load it; `metric` names its objective (what the
+    dashboard's axes say instead of "Objective 0")."""
     import optuna
 
     p = (optuna.pruners.HyperbandPruner() if pruner == "hyperband"
          else optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    return optuna.create_study(study_name=name, storage=storage_for(storage_url), direction="minimize",
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=p, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage_for(storage_url), direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=p, load_if_exists=True)
+    study.set_metric_names([metric])
+    return study
 
 
 class StudyLock:
@@ -147,7 +151,7 @@ def dashboard(storage_url: str | None, port: int, host: str = "127.0.0.1") -> su
         raise FkdError(f"no study database at {storage_url[len('sqlite:///'):]}; run `fkd tune` (make tune) first")
     exe = Path(sys.executable).parent / "optuna-dashboard"
     cmd = [str(exe) if exe.is_file() else "optuna-dashboard", storage_url, "--host", host, "--port", str(port)]
-    return subprocess.Popen(cmd)
+    return spawn(cmd)
 
 
 def export_and_check(study_name: str, storage_url: str, data_dir: str | None, check: bool) -> tuple[Path, dict | None]:

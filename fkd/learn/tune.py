@@ -10,8 +10,8 @@ Validation RMSE is reported per epoch on the first searched fold; MedianPruner (
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .. import atomic
+from ..children import spawn
 from ..config import FIELD_TYPES, Config, replace, save_config
 from ..errors import FkdError
 from .study import DEFAULT_STUDY, TUNING, StudyLock, create_study, default_storage, storage_for, summarize
@@ -52,20 +53,28 @@ def suggest(trial, space: dict) -> dict:
     return out
 
 
-def trial_config(base: Config, params: dict, study_name: str, number: int) -> Config:
+def study_folder(study_name: str, storage_url: str, study_id: int) -> Path:
+    """tuning/runs/<study>-<key>: a study's trial runs, keyed by its identity (storage and study id), so that a
+    second study of the same name (the database deleted, another --storage) never meets the first one's runs."""
+    key = hashlib.sha1(f"{storage_url}#{study_id}".encode()).hexdigest()[:8]
+    return TUNING / "runs" / f"{study_name}-{key}"
+
+
+def trial_config(base: Config, params: dict, study_name: str, number: int, folder: Path | None = None) -> Config:
     """The config a trial trains: the base with the sampled values, in the study's own runs folder; no refit
     models (a trial is scored out of fold only)."""
-    return replace(base, **params, name=f"{study_name}-trial{number:04d}", runs_dir=str(TUNING / "runs" / study_name),
-                   refit=0)
+    return replace(base, **params, name=f"{study_name}-trial{number:04d}",
+                   runs_dir=str(folder or TUNING / "runs" / study_name), refit=0)
 
 
-def make_objective(base: Config, space: dict, study_name: str):
+def make_objective(base: Config, space: dict, study_name: str, storage_url: str):
     import optuna
 
     from .cv import run_cv
 
     def objective(trial):
-        cfg = trial_config(base, suggest(trial, space), study_name, trial.number)
+        folder = study_folder(study_name, storage_url, trial.study._study_id)
+        cfg = trial_config(base, suggest(trial, space), study_name, trial.number, folder)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("run_dir", str(cfg.run_dir().resolve()))
 
@@ -75,9 +84,15 @@ def make_objective(base: Config, space: dict, study_name: str):
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        cv = run_cv(cfg, report=report, progress=False)
+        try:
+            cv = run_cv(cfg, report=report, progress=False)
+        except FkdError as e:   # one line, not Optuna's traceback; the trial ends FAIL
+            print(f"trial {trial.number} failed: {e}", file=sys.stderr, flush=True)
+            raise
         trial.set_user_attr("per_fold", cv["per_fold"])
         trial.set_user_attr("cv_rmse_no_tta", cv["cv_rmse_no_tta"])
+        trial.set_user_attr("epochs", max(r["epochs_run"] for r in cv["fold_results"]))
+        trial.set_user_attr("minutes", round(cv["train_seconds"] / 60, 2))
         return cv["cv_rmse"]
 
     return objective
@@ -96,10 +111,10 @@ def run_worker(base: Config, study_name: str, storage_url: str, n_trials: int, t
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # a failed trial says one line itself (objective)
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage_url),
                               sampler=optuna.samplers.TPESampler(seed=base.seed + os.getpid() % 997))
-    objective = objective or make_objective(base, space, study_name)
+    objective = objective or make_objective(base, space, study_name, storage_url)
     atomic.sweep(TUNING)  # plots and checkpoints a killed worker was writing (its trial ended FAIL, never rerun)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     worker = f"{atomic.HOST}-{os.getpid()}"
@@ -148,7 +163,9 @@ def tune(base: Config, n_trials: int, study_name: str = DEFAULT_STUDY, storage_u
         print(f"note: {', '.join(held)} set with --set: kept at {', '.join(f'{k}={getattr(base, k)}' for k in held)} "
               f"instead of searched (they are in {space_file or SPACE_FILE})", flush=True)
         space = {k: v for k, v in space.items() if k not in held}
-    study = create_study(study_name, storage_url, base.seed, pruner)
+    folds = ",".join(map(str, base.train_folds)) or "all"
+    study = create_study(study_name, storage_url, base.seed, pruner,
+                         metric=f"CV RMSE, fold(s) {folds} (px{', flip TTA' if base.tta else ''})")
     t0 = time.time()
     if workers <= 1:
         run_worker(base, study_name, storage_url, n_trials, timeout, space)
@@ -160,7 +177,7 @@ def tune(base: Config, n_trials: int, study_name: str = DEFAULT_STUDY, storage_u
         cmd = [sys.executable, "-m", "fkd", "tune", "--worker", "--config", str(cfg_file), "--study", study_name,
                "--storage", storage_url, "--trials", str(n_trials), "--space", str(space_copy)] \
             + (["--timeout", str(timeout)] if timeout else [])
-        procs = [subprocess.Popen(cmd) for _ in range(workers)]
+        procs = [spawn(cmd) for _ in range(workers)]   # they end with this process (SIGTERM too)
         codes = [p.wait() for p in procs]
         if any(codes):
             print(f"warning: worker exit codes {codes}", file=sys.stderr)

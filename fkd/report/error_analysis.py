@@ -31,11 +31,15 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     per_img = np.sqrt(np.nanmean(err2, 1))
     per_img[~have] = -1
     order = np.argsort(-per_img)[:worst]
+    # a row is scored on the values its source labels: a common-source face's other 11 outputs were never trained
+    # (that source has no labels there), so only the scored values are drawn, prediction beside label
+    scored = np.where(np.isfinite(data.keypoints[order]), oof[order], np.nan)
     gallery = face_grid(data.images[order], [(data.keypoints[order], "lime", "o", "label (truth)"),
-                                             (oof[order], "red", "x",
-                                              f"prediction (out of fold, TTA {'on' if tta else 'off'})")],
-                        [f"row {i} {'full' if data.source[i] == FULL else 'common'}: {per_img[i]:.2f}px"
-                         for i in order], run_dir / "errors-gallery.png")
+                                             (scored, "red", "x", f"prediction of the values the row is scored on "
+                                                                  f"(out of fold, TTA {'on' if tta else 'off'})")],
+                        [f"row {i} {'full' if data.source[i] == FULL else 'common'}: {per_img[i]:.2f}px over "
+                         f"{int(np.isfinite(data.keypoints[i]).sum() // 2)} points" for i in order],
+                        run_dir / "errors-gallery.png")
     table = {}
     for name, sel in (("full", data.source == FULL), ("common", data.source != FULL)):
         table[name] = per_keypoint(oof[sel & have], data.keypoints[sel & have])

@@ -1,0 +1,41 @@
+"""What a user looks at: the one-page HTML report of a run (opened in a real browser where one is installed),
+and the live curves TensorBoard reads."""
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import unavailable
+
+from fkd.cli import main
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# what the workplace's checks start Chromium with: no network chatter, a fresh profile
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_a_run_reports_itself_in_one_page_whose_pictures_load(trained_run, tmp_path, capsys):
+    cfg, cv = trained_run
+    assert main(["report", str(cfg.run_dir())]) == 0
+    page = cfg.run_dir() / "report.html"
+    assert str(page) in capsys.readouterr().out
+    text = page.read_text()
+    assert f"{cv['cv_rmse_tta']:.4f}" in text and "nose_tip" in text and "folds: by" in text
+    assert text.count("data:image/png;base64,") >= 4      # two curves, per-keypoint chart, error gallery
+    exe = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if exe is None:
+        unavailable("no Chromium to open the report in (Debian: apt-get install chromium)")
+    dom = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images="ok ' in dom, dom[-500:]          # every picture decoded in the browser
+
+
+def test_training_writes_curves_tensorboard_reads(trained_run):
+    """Each fold's folder holds TensorBoard event files with the train and validation RMSE of every epoch."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, cv = trained_run
+    acc = EventAccumulator(str(Path(cfg.run_dir()) / "fold0")).Reload()
+    val = acc.Scalars("rmse/validation (px)")
+    assert [e.step for e in val] == list(range(1, cfg.epochs + 1))
+    assert {"rmse/train (augmented, px)", "learning rate"} <= set(acc.Tags()["scalars"])
