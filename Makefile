@@ -1,6 +1,7 @@
 # fkd: `make help` lists the targets. Variables: DATA=DIR (competition folder), PRESET=quick|default|best,
 # OFFLINE=1 (local server instead of kaggle.com), CONFIG=FILE (e.g. tuning/best.yaml), SET="lr=1e-3 epochs=5",
-# BUDGET=MIN (train as many epochs as fit MIN minutes on this machine, timed once when the run begins).
+# BUDGET=MIN (train as many epochs as fit MIN minutes on the machine that trains, timed once when the run begins),
+# REMOTE=kaggle (train in a Kaggle kernel on its GPUs; ACCELERATOR=NvidiaTeslaT4 by default).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,6 +17,7 @@ OFFLINE ?=
 CONFIG ?=
 SET ?=
 RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
+REMOTE_ARGS = $(if $(REMOTE),--remote $(REMOTE)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR))
 CFG_ARGS = $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s)) $(if $(BUDGET),--set budget_min=$(BUDGET))
 
 .DEFAULT_GOAL := help
@@ -46,7 +48,7 @@ test-fast: lint ## lint, then the tests that train nothing beyond a few steps (-
 	$(BIN)/python -m pytest tests -m "not slow"
 
 submit: install ## the main job: data -> train -> predict (TTA) -> upload -> score (OFFLINE=1: local server)
-	$(FKD) submit $(CFG_ARGS) $(if $(OFFLINE),--offline)
+	$(FKD) submit $(CFG_ARGS) $(REMOTE_ARGS) $(if $(OFFLINE),--offline)
 
 data: install ## load, validate and summarise the competition data (DATA=DIR)
 	$(FKD) data --data-dir $(or $(DATA),competition/data)
@@ -55,7 +57,7 @@ practice: install ## write the practice competition into competition/data/practi
 	$(FKD) practice --out competition/data/practice
 
 train: install ## K-fold training (DATA=DIR PRESET=... SET="k=v ...")
-	$(FKD) train $(CFG_ARGS)
+	$(FKD) train $(CFG_ARGS) $(REMOTE_ARGS)
 
 predict: install ## submission from the newest run (RUN=runs/NAME)
 	$(FKD) predict $(RUN)

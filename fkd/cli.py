@@ -20,6 +20,7 @@ from . import __version__
 from .competition import COMP
 from .errors import FkdError
 from .kaggle.client import UPLOAD_TIMEOUT_S
+from .remote import Remote
 
 
 def _wrote(*paths) -> None:
@@ -67,10 +68,11 @@ def cmd_score(a):
 
 
 def cmd_train(a):
-    from .learn.cv import format_cv, run_cv
+    from .learn.cv import format_cv
+    from .pipeline import train
 
     cfg = _make_cfg(a, **({"train_folds": (a.fold,)} if a.fold is not None else {}))
-    cv = run_cv(cfg)
+    cv = train(cfg, Remote.from_args(a))
     print(format_cv(cv))
     rd = cfg.run_dir()
     _wrote(rd / "config.yaml", rd / "cv.json", rd / "cv.txt", rd / "oof.npz",
@@ -104,7 +106,7 @@ def cmd_runs(a):
 def cmd_serve(a):
     from .kaggle.server import make_server
 
-    srv = make_server(a.dir, a.port, state_dir=a.state, score_delay=a.score_delay)
+    srv = make_server(a.dir, a.port, state_dir=a.state, score_delay=a.score_delay, kernel_mount=a.kernel_mount)
     for f in a.fail:
         kind, _, n = f.partition(":")
         srv.state.store.set_fault(kind, int(n) if n else -1)
@@ -170,6 +172,7 @@ def cmd_report(a):
 
 
 def cmd_tune(a):
+    from .config import parse_sets
     from .learn import study, tune
 
     storage = a.storage or study.default_storage()
@@ -182,16 +185,11 @@ def cmd_tune(a):
     else:
         base = _make_cfg(a, train_folds=a.folds)
         s, summary = tune.tune(base, a.trials, a.study, storage, a.workers, a.timeout, a.pruner, a.space,
-                               fixed=set(_parse_sets(a.sets)))
+                               fixed=set(parse_sets(a.sets)))
         print(study.format_summary(summary))
         print(f"watch it: fkd dashboard --storage {storage}   export: fkd tune --export --study {a.study}")
         _wrote(storage, *study.write_plots(s))
 
-
-def _parse_sets(sets):
-    from .config import parse_sets
-
-    return parse_sets(sets)
 
 
 def cmd_dashboard(a):
@@ -209,7 +207,8 @@ def cmd_submit(a):
     from .pipeline import submit
 
     submit(preset=a.preset, config_file=a.config, overrides=a.sets, data_dir=a.data_dir, offline=a.offline,
-           timeout=a.timeout)
+           timeout=a.timeout, remote=Remote.from_args(a))
+
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -251,6 +250,7 @@ def _learn_commands(sub) -> None:
 
     s = sub.add_parser("train", help="K-fold cross-validation into runs/<name>/")
     _config_args(s)
+    Remote.add_args(s)
     s.add_argument("--fold", type=int, help="train this fold only (parallel folds on several machines)")
     s.set_defaults(fn=cmd_train)
 
@@ -326,8 +326,11 @@ def _kaggle_commands(sub) -> None:
     s.add_argument("--state", help="state folder (default: competition/data/.server/<name>-<hash>)")
     s.add_argument("--score-delay", type=float, default=SCORE_DELAY_S, help="seconds a submission stays PENDING")
     s.add_argument("--fail", action="append", default=[], metavar="KIND[:N]",
-                   help="inject faults: auth, rules, put, create-lost, down, ratelimit, reset "
-                        "(N requests, default all)")
+                   help="inject faults: auth, rules, put, create-lost, down, ratelimit, reset; for kernels "
+                        "kernel-error, kernel-queued, kernel-cancel, quota (N requests, default all)")
+    s.add_argument("--kernel-mount", choices=["competitions", "flat"], default="competitions",
+                   help="where a pushed kernel finds the data: input/competitions/<slug>/ zipped (default) or "
+                        "input/<slug>/ extracted")
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("download", help="competition files into competition/data/ (verified, extracted)")
@@ -352,6 +355,7 @@ def _kaggle_commands(sub) -> None:
     _config_args(s)
     s.add_argument("--offline", action="store_true", help="use the local server even when credentials exist")
     s.add_argument("--timeout", type=float, default=UPLOAD_TIMEOUT_S, help="seconds to wait for the score")
+    Remote.add_args(s)
     s.set_defaults(fn=cmd_submit)
 
 

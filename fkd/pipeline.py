@@ -17,8 +17,27 @@ from pathlib import Path
 
 from .competition import COMP, PRACTICE_DIR
 from .kaggle.client import ENDPOINT_ENV, UPLOAD_TIMEOUT_S, credentials_source, where
+from .remote import Remote
 
 CREDENTIAL_ENV = (ENDPOINT_ENV, "KAGGLE_CONFIG_DIR", "KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
+
+
+def train(cfg, remote: Remote | None) -> dict:
+    """run_cv here, or in a Kaggle kernel (pushed once, polled, fetched): the run's cv either way."""
+    if remote is None:
+        from .learn.cv import run_cv
+        return run_cv(cfg)
+    from .competition.data import load_data
+    from .remote.run import train_remote
+
+    return train_remote(cfg, load_data(cfg.data_dir).data_hash, remote.accelerator, remote.checkpoints)
+
+
+def kernel_submission(cfg) -> dict:
+    from .competition.data import load_data
+    from .remote.run import kernel_submission as made_there
+
+    return made_there(cfg, load_data(cfg.data_dir))
 
 
 def _banner(text: str) -> None:
@@ -72,8 +91,10 @@ def offline_server(data_dir: str | None, reason: str):
 
 
 def submit(preset: str | None = None, config_file: str | None = None, overrides: list[str] = (),
-           data_dir: str | None = None, offline: bool = False, timeout: float = UPLOAD_TIMEOUT_S) -> dict:
-    """The whole job; returns the CV, the submission's sidecar, its ledger row and the seconds it took."""
+           data_dir: str | None = None, offline: bool = False, timeout: float = UPLOAD_TIMEOUT_S,
+           remote: Remote | None = None) -> dict:
+    """The whole job; returns the CV, the submission's sidecar, its ledger row and the seconds it took. With
+    `remote` the training runs in a Kaggle kernel (fkd/remote/) and its submission is uploaded from here."""
     t0 = time.time()
     reason = "OFFLINE=1 / --offline" if offline else "no Kaggle credentials found"
     offline = offline or credentials_source() is None
@@ -84,7 +105,7 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
         print(f"online: talking to {where()} with credentials from {credentials_source()}")
         where_to = contextlib.nullcontext(Path(COMP.data_dir))
     with where_to as dest:
-        cfg, cv, info, row = _run(dest, preset, config_file, overrides, offline, timeout)
+        cfg, cv, info, row = _run(dest, preset, config_file, overrides, offline, timeout, remote)
     kind = (f"OFFLINE rehearsal (LOCAL {row.get('destination')}, nothing sent to kaggle.com)" if offline
             else f"Kaggle ({row.get('destination')})")
     _banner(f"{kind} result for {Path(info['file']).name}\n"
@@ -95,7 +116,7 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
     return {"cv": cv, "submission": info, "ledger": row, "offline": offline, "seconds": time.time() - t0}
 
 
-def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: float):
+def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: float, remote: Remote | None):
     """Steps 1-4 against the destination in use: data, train (or reuse), predict (or finish an earlier upload),
     upload and wait for the score."""
     from .config import make_config, replace
@@ -103,7 +124,7 @@ def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: flo
     from .kaggle.destination import destination
     from .kaggle.download import download
     from .kaggle.upload import upload
-    from .learn.cv import format_cv, run_cv
+    from .learn.cv import format_cv
 
     print(f"[1/4] data: {where()} -> {dest}", flush=True)
     download(dest)
@@ -111,9 +132,10 @@ def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: flo
     if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
         cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
     epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
-    print(f"[2/4] train: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds x {epochs}); "
-          "a finished run with this config and data is reused", flush=True)
-    cv = run_cv(cfg)
+    where_train = f"in a Kaggle kernel ({remote.accelerator})" if remote else "here"
+    print(f"[2/4] train {where_train}: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds "
+          f"x {epochs}); a finished run with this config and data is reused", flush=True)
+    cv = train(cfg, remote)
     print(format_cv(cv))
     there = destination()
     earlier = unfinished_submission(cfg, there)
@@ -122,8 +144,9 @@ def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: flo
               "(exactly once)", flush=True)
         info = {"file": earlier}
     else:
-        print(f"[3/4] predict: fold ensemble, TTA {'on' if cfg.tta else 'off'}", flush=True)
-        info = predict_run(cfg.run_dir(), tta=cfg.tta)
-        print(f"      wrote {info['file']}")
+        print(f"[3/4] predict: {'the kernel made it' if remote else 'fold ensemble'}, TTA "
+              f"{'on' if cfg.tta else 'off'}", flush=True)
+        info = kernel_submission(cfg) if remote else predict_run(cfg.run_dir(), tta=cfg.tta)
+        print(f"      wrote {info['file']}" + (f"; {info['cv_estimates']}" if info.get("cv_estimates") else ""))
     print(f"[4/4] upload to {where()} and wait for the score", flush=True)
     return cfg, cv, info, upload(info["file"], timeout=timeout, there=there)

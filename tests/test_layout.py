@@ -12,9 +12,10 @@ ALLOWED = {
     "learn": {"competition"},
     "kaggle": {"competition"},
     "infer": {"competition", "learn", "kaggle"},
-    "report": {"competition", "learn", "kaggle", "infer"},
-    "pipeline": {"competition", "learn", "kaggle", "infer", "report"},
-    "cli": {"competition", "learn", "kaggle", "infer", "report", "pipeline"},
+    "report": {"competition", "learn", "kaggle", "infer", "remote"},
+    "remote": {"competition", "learn", "kaggle", "infer"},
+    "pipeline": {"competition", "learn", "kaggle", "infer", "report", "remote"},
+    "cli": {"competition", "learn", "kaggle", "infer", "report", "pipeline", "remote"},
     "config": {"competition", "learn"},     # its name checks read the registries of learn
     "__main__": {"cli"},
 }

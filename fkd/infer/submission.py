@@ -78,7 +78,7 @@ def write_submission(sub: pd.DataFrame, name: str, data: CompetitionData, info: 
             "git_commit": git_commit(), "fkd_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(sub)}
     ledger.record(out, run=name, cv_rmse=cv_rmse, tta=int(tta), competition=COMP.slug, status="local",
-                  data_hash=info["data_hash"], test_hash=info["test_hash"])
+                  data_hash=info["data_hash"], test_hash=info["test_hash"], trained_on=info.get("trained_on"))
     if data.solution_path is not None:
         s = info["local_score"] = local_scores(out, data)
         ledger.record(out, local_rmse=s["all"]["rmse"], local_public=s["public"], local_private=s["private"])

@@ -1,7 +1,8 @@
 """The submissions ledger: one SQLite row per submission file (a kill cannot corrupt it: SQLite journals).
 
 Columns: file, time, run, CV RMSE, local score (where a solution.csv exists), the data it was predicted from
-(data_hash, test_hash), where it was sent (destination: 'kaggle.com', 'fkd serve <folder>@<hash>' for a local
+(data_hash, test_hash), where its run trained (trained_on: a Kaggle kernel's ref, version and accelerator; empty:
+here), where it was sent (destination: 'kaggle.com', 'fkd serve <folder>@<hash>' for a local
 rehearsal server, or another endpoint's URL; endpoint: the URL), and the server's side: upload uid (in the
 description), status (pending / submitted / COMPLETE / ERROR), ref, public and private score. A ledger made
 before destinations were recorded gains the columns in place; its rows stay 'unknown', never taken for Kaggle.
@@ -40,12 +41,13 @@ CREATE TABLE IF NOT EXISTS submissions (
     destination TEXT,
     endpoint TEXT,
     data_hash TEXT,
-    test_hash TEXT
+    test_hash TEXT,
+    trained_on TEXT
 )"""
 
 COLUMNS = ["id", "file", "created", "run", "cv_rmse", "tta", "local_rmse", "local_public", "local_private",
            "competition", "uid", "description", "status", "ref", "public_score", "private_score", "error",
-           "updated", "destination", "endpoint", "data_hash", "test_hash"]
+           "updated", "destination", "endpoint", "data_hash", "test_hash", "trained_on"]
 KAGGLE = "kaggle.com"
 UNKNOWN = "unknown"   # how rows from before destinations were recorded show: never assumed to be Kaggle's
 

@@ -27,6 +27,7 @@ from ..errors import FkdError
 from . import runfiles
 from .budget import resolve_budget
 from .loop import train_fold
+from .parallel import train_side_by_side, workers_for
 from .refit import train_refit, what_is_submitted
 
 
@@ -112,6 +113,10 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
     which = list(cfg.train_folds) or list(range(cfg.folds))
     t0 = time.time()
+    todo = [k for k in which if not (run_dir / f"fold{k}" / "result.json").is_file()]
+    workers = workers_for(cfg)
+    if workers > 1 and len(todo) > 1 and report is None:       # several GPUs: the folds side by side
+        train_side_by_side(cfg, run_dir, todo, workers)
     results = [train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None, progress=progress)
                for k in which]
     refits = [train_refit(cfg, data, i, run_dir, progress=progress) for i in range(cfg.refit)]

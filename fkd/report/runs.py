@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import FkdError
 from ..kaggle import ledger
 from ..learn.runfiles import load_run, read_cv
+from ..remote.run import read_state as read_remote
 
 
 def run_table(runs_dir: str | Path = "runs") -> list[dict]:
@@ -30,11 +31,13 @@ def run_table(runs_dir: str | Path = "runs") -> list[dict]:
         cv = read_cv(d)
         done = sorted(int(p.parent.name[4:]) for p in d.glob("fold*/result.json"))
         s = sent.get(d.name) or {}
+        remote = read_remote(d)
         out.append({"run": d.name, "model": cfg.model, "head": cfg.head, "epochs": cfg.epochs, "folds": cfg.folds,
                     "folds_done": len(done), "minutes": (cv.get("train_seconds") or 0) / 60 or None,
                     "cv": cv.get("cv_rmse_no_tta"), "cv_tta": cv.get("cv_rmse_tta"), "date": date,
                     "submitted": s.get("destination") or ("yes" if s else ""), "public": s.get("public_score"),
-                    "folds_by": cfg.folds_by, "twins": cv.get("near_twin_share")})
+                    "folds_by": cfg.folds_by, "twins": cv.get("near_twin_share"),
+                    "trained": f"kaggle v{remote['version']}" if remote.get("version") else "here"})
     return sorted(out, key=lambda r: ("unreadable" in r, r.get("cv_tta") is None, r.get("cv_tta") or 0.0))
 
 
@@ -43,7 +46,7 @@ def format_run_table(rows: list[dict]) -> str:
         return "no runs yet: `fkd train` or `make submit`"
     f = lambda v: f"{v:7.4f}" if v is not None else f"{'-':>7}"
     head = (f"{'run':<40} {'model':<16} {'head':<8} {'epochs':>6} {'folds':>5} {'split':<6} {'twins':>6} {'min':>6} "
-            f"{'CV':>7} {'CV+TTA':>7} {'date':<16} submitted (public)")
+            f"{'CV':>7} {'CV+TTA':>7} {'trained':<10} {'date':<16} submitted (public)")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "unreadable" in r:
@@ -54,5 +57,6 @@ def format_run_table(rows: list[dict]) -> str:
         sub = f"{r['submitted']} ({r['public']:.4f})" if r["public"] is not None else r["submitted"]
         twins = f"{r['twins']:.1%}" if r["twins"] is not None else "-"
         lines.append(f"{r['run'][:40]:<40} {r['model'][:16]:<16} {r['head'][:8]:<8} {r['epochs']:>6} {folds:>5} "
-                     f"{r['folds_by']:<6} {twins:>6} {minutes:>6} {f(r['cv'])} {f(r['cv_tta'])} {r['date']:<16} {sub}")
+                     f"{r['folds_by']:<6} {twins:>6} {minutes:>6} {f(r['cv'])} {f(r['cv_tta'])} {r['trained']:<10} "
+                     f"{r['date']:<16} {sub}")
     return "\n".join(lines)

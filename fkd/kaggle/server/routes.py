@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 from ...competition import COMP
 from .catalogue import list_competitions, page
+from .kernel_routes import KernelRoutes
 from .state import CompetitionState
 from .store import iso
 
@@ -31,7 +32,7 @@ NO_COMPETITION = {"GetSubmission", "ListCompetitions", "DownloadSubmission", "Li
 
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(KernelRoutes, BaseHTTPRequestHandler):
     """One request of the official client. The competition is `self.server.state`; the idle timeout is the
     server's `client_timeout`."""
 
@@ -125,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._file(upload)
         if path in ("/", "/health"):
             return self._json(200, self.state.describe())
+        if self._kernel_get(path):
+            return
         self._error(404, f"no such route: GET {path}")
 
     do_HEAD = do_GET
@@ -207,6 +210,8 @@ class Handler(BaseHTTPRequestHandler):
         team = self._team()
         if team is None or self.state.store.fault("auth"):
             return self._error(401, "Unauthorized: check your Kaggle API credentials")
+        if service == "kernels.KernelsApiService":
+            return self._dispatch(getattr(self, f"_kapi_{method}", None), method, req, team)
         if service != "competitions.CompetitionApiService":
             return self._error(404, f"no such service: {service}")
         comp = req.get("competitionName")
@@ -215,7 +220,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(403, f"Permission 'competitions.participate' was denied: competition {comp!r}")
         if method in RULES_GATED and self.state.store.fault("rules"):
             return self._error(403, "You must accept this competition's rules before you'll be able to submit")
-        handler = getattr(self, f"_api_{method}", None)
+        return self._dispatch(getattr(self, f"_api_{method}", None), method, req, team)
+
+    def _dispatch(self, handler, method: str, req: dict, team: str):
         if handler is None:
             return self._error(404, f"no such method: {method}")
         try:

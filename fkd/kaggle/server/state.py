@@ -23,6 +23,7 @@ from ...competition.files import locate, read_csv, to_numbers
 from ...competition.metric import read_lookup_sources, read_submission, score
 from ...errors import FkdError
 from .catalogue import OTHER_COMPETITIONS
+from .kernels import Kernels
 from .store import Store, iso
 
 DATA_FILES = ("training.zip", "training.csv", "test.zip", "test.csv", COMP.files["lookup"], COMP.files["sample"])
@@ -50,7 +51,8 @@ class CompetitionState:
     """The server's competition: files, solution, scoring; its history in `store`."""
 
     def __init__(self, comp_dir: Path, state_dir: Path, users: dict[str, str] | None = None,
-                 daily_limit: int = COMP.daily_submissions, score_delay: float = SCORE_DELAY_S):
+                 daily_limit: int = COMP.daily_submissions, score_delay: float = SCORE_DELAY_S,
+                 kernel_mount: str = "competitions"):
         self.dir = Path(comp_dir)
         if not (self.dir / "solution.csv").is_file():
             raise FkdError(f"{self.dir}: no solution.csv; the local server needs one to score uploads "
@@ -66,6 +68,7 @@ class CompetitionState:
         self.identity = served_identity(self.dir)
         self._test_hash: str | None = None
         self._seed_leaderboard()
+        self.kernels = Kernels(self, kernel_mount)        # `kaggle kernels ...`: pushed kernels run here
         for ref in self.store.pending():
             self._score(ref)  # scored after a restart
 
