@@ -89,6 +89,12 @@ def gpus() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
+def peak_gpu_mib() -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None
+
+
 def pack_outputs(run_dir: Path, sub: dict, summary: dict) -> None:
     """fkd-run.zip (the run folder, checkpoints only when asked), submission.csv + .json, fkd-kernel.json."""
     with zipfile.ZipFile(WORKING / "fkd-run.zip", "w", zipfile.ZIP_DEFLATED) as zf:
@@ -123,6 +129,7 @@ def main() -> None:
     say(f"wrote {sub['file']}")
     pack_outputs(cfg.run_dir(), sub, {"push_id": PUSH_ID, "run": cfg.run_name(), "gpus": gpus(),
                                       "installed": installed, "seconds": round(time.time() - t0, 1),
+                                      "peak_gpu_mib": peak_gpu_mib(), "train_seconds": cv["train_seconds"],
                                       "cv_rmse": cv["cv_rmse"], "epochs": cfg.epochs if not cfg.budget_min else
                                       max(r["epochs_run"] for r in cv["fold_results"])})
     say(f"done in {time.time() - t0:.0f}s: fkd-run.zip, submission.csv, submission.json in {WORKING}")
