@@ -72,6 +72,8 @@ class Config:
     flip_const: float = 96.0       # x' = flip_const - x in training; the presets set it (README: flip constant)
     tta: bool = True               # horizontal-flip test-time augmentation
     tta_flip_const: float = 0.0    # TTA's un-flip constant; 0 = fitted out of fold (closed form) by run_cv
+    tta_shift: float = 0.0         # TTA also over views shifted by +-this many pixels in x and y (0 = off)
+    tta_scale: float = 0.0         # ... and zoomed by 1 +- this (0 = off); their weight is fitted out of fold
     # execution
     seed: int = 42                 # training randomness: init, shuffling, augmentation, dropout
     split_seed: int = -1           # the folds and the limit_train sample; -1 = seed. Fix it to compare training
@@ -109,7 +111,7 @@ class Config:
 
 # Fields that do not change the trained weights: they may differ between the runs that share a run dir.
 NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device", "workers", "threads",
-                "train_folds", "preset", "refit"}
+                "train_folds", "preset", "refit", "tta_shift", "tta_scale"}
 
 
 # Fields added after runs existed, with the value every earlier run trained with (for these, the field's default):

@@ -283,3 +283,38 @@ def test_cutout_hides_pixels_not_labels_and_aug_end_weakens_the_last_quarter():
     wide = make_config(preset="quick", overrides=["rotate=40", "scale=0.3"])
     affine = Augmenter.of(wide).pipeline.transforms[0]
     assert affine.rotate == (-40.0, 40.0) and affine.scale["x"] == pytest.approx((0.7, 1.3))
+
+
+def test_tta_views_map_back_and_their_weight_is_fitted_in_closed_form():
+    """Shifted and zoomed views: a view's keypoints map back exactly; a stand-in model that finds the centroid
+    of the face's brightness (it moves with the face) predicts the same through every view; the views' weight
+    is the least-squares one."""
+    from fkd.competition.keypoints import unview, view_matrices, view_weight
+    from fkd.device import select_device
+    from fkd.learn.models import predict_images, predict_views
+
+    mats = view_matrices(1.5, 0.05)
+    assert len(mats) == 6 and view_matrices(0, 0) == []
+    k = np.random.default_rng(0).uniform(10, 80, (3, 30)).astype(np.float32)
+    for m in mats:
+        seen = k.reshape(3, 15, 2) @ m[:, :2].T + m[:, 2]         # where the view puts the points
+        assert np.allclose(unview(seen.reshape(3, 30), m), k, atol=1e-4)
+
+    class Centroid(torch.nn.Module):
+        def forward(self, x, source, target=None, **_):
+            w = x[:, 0].float() / x[:, 0].float().sum((1, 2), keepdim=True)
+            ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+            c = torch.stack([(w * xs).sum((1, 2)), (w * ys).sum((1, 2))], -1)      # (B, 2)
+            return {"preds": c.repeat(1, 15)}
+
+    yy, xx = np.mgrid[0:96, 0:96]
+    faces = np.stack([(200 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 60)).astype(np.uint8)
+                      for cx, cy in ((40, 45), (55, 50))])
+    dev, _ = select_device("cpu", "off")
+    plain = predict_images(Centroid(), faces, np.zeros(2, np.int64), dev, None, channels_last=False)
+    vp, vm = predict_views(Centroid(), faces, np.zeros(2, np.int64), dev, None, mats, channels_last=False)
+    assert np.allclose(vp, plain, atol=0.05)                   # every view, mapped back, agrees
+    assert np.allclose(vm[:, 0], 95 - plain[:, 0], atol=0.05)  # the mirrored ones are not un-flipped yet
+    truth = np.zeros((50, 30))
+    assert view_weight(truth + 1, truth, truth) == 1.0 and view_weight(truth, truth + 1, truth) == 0.0
+    assert view_weight(truth + 1, truth - 1, truth) == pytest.approx(0.5)

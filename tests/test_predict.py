@@ -168,9 +168,11 @@ def test_refit_models_join_the_submission_and_say_what_the_cv_estimates(practice
     from fkd.learn.runfiles import checkpoints
 
     cfg = make_config(preset="quick", overrides=["model=baseline", "folds=2", "train_folds=0", "refit=1", "epochs=2",
-                                                 "limit_train=96", "batch_size=16", "aug=0", "workers=0"],
+                                                 "limit_train=96", "batch_size=16", "aug=0", "workers=0",
+                                                 "tta_shift=1.5", "tta_scale=0.05"],
                       data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
     cv = run_cv(cfg, progress=False)
+    assert 0 <= cv["tta_views_weight"] <= 1 and cv["cv_rmse_tta"] <= cv["cv_rmse_flip_only"] + 1e-9   # fitted
     assert [c.parent.name for c in checkpoints(cfg.run_dir())] == ["fold0", "refit0"]
     assert cv["refit_results"][0]["n_train"] == 96 and cv["submission"]["models"] == ["fold0", "refit0"]
     assert "trained on every row" in cv["submission"]["cv_estimates"]
@@ -178,6 +180,7 @@ def test_refit_models_join_the_submission_and_say_what_the_cv_estimates(practice
     info = predict_run(cfg.run_dir(), out_dir=tmp_path / "subs")
     side = json.loads(Path(info["file"]).with_suffix(".json").read_text())
     assert side["models"] == ["fold0", "refit0"] and "every row" in side["cv_estimates"]
+    assert side["tta_views_weight"] == cv["tta_views_weight"]
     again = make_config(preset="quick", overrides=["model=baseline", "folds=2", "train_folds=0", "refit=0", "epochs=2",
                                                    "limit_train=96", "batch_size=16", "aug=0", "workers=0"],
                         data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))

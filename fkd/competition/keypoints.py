@@ -60,3 +60,34 @@ def fit_tta_flip_const(tta_pred: np.ndarray, target: np.ndarray, c_used: float) 
     if not m.any():
         return float(c_used)
     return float(np.clip(c_used + 2 * np.mean(x_t[m] - x_p[m]), c_used - 3, c_used + 3))
+
+
+# --------------------------------------------------------------------- more views: small shifts and zooms
+CENTRE = (COMP.image_size - 1) / 2     # zooms turn about the image's centre in pixel-index coordinates (47.5)
+
+
+def view_matrices(shift: float, scale: float) -> list[np.ndarray]:
+    """2x3 affine maps of the extra TTA views: shifts by +-shift px along x and y, zooms by 1 +- scale about the
+    centre (a view is left out where its amount is 0)."""
+    mats = []
+    for dx, dy in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)) if shift else ():
+        mats.append(np.array([[1, 0, dx], [0, 1, dy]], np.float32))
+    for s in (1 + scale, 1 - scale) if scale else ():
+        mats.append(np.array([[s, 0, (1 - s) * CENTRE], [0, s, (1 - s) * CENTRE]], np.float32))
+    return mats
+
+
+def unview(pred: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Keypoints (N, 30) predicted on a view made by the axis-aligned map m, back in the image's coordinates."""
+    k = pred.reshape(len(pred), -1, 2).copy()
+    k[..., 0] = (k[..., 0] - m[0, 2]) / m[0, 0]
+    k[..., 1] = (k[..., 1] - m[1, 2]) / m[1, 1]
+    return k.reshape(pred.shape)
+
+
+def view_weight(flip_tta: np.ndarray, views_tta: np.ndarray, target: np.ndarray) -> float:
+    """The weight w in [0, 1] of the extra views that minimises out-of-fold RMSE of (1 - w) flip + w views, in
+    closed form (least squares over the labelled values)."""
+    m = np.isfinite(target) & np.isfinite(flip_tta) & np.isfinite(views_tta)
+    d, r = (views_tta - flip_tta)[m], (target - flip_tta)[m]
+    return float(np.clip((d @ r) / max(d @ d, 1e-12), 0.0, 1.0)) if m.any() else 0.0

@@ -22,7 +22,7 @@ from ..competition.metric import rmse
 from ..config import replace
 from ..errors import FkdError
 from ..learn.cv import training_data
-from ..learn.runfiles import checkpoints, load_run, read_cv, read_folds, read_oof, tta_constant
+from ..learn.runfiles import checkpoints, load_run, read_cv, read_folds, read_oof, tta_constant, tta_views
 
 PER = ("source", "keypoint", "global")
 
@@ -113,7 +113,8 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     for d, cfg, meta, cv in runs:
         if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
             raise FkdError(f"{d}: trained beside another test set")
-        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, tta_constant(cfg, cv)))
+        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, tta_constant(cfg, cv),
+                                           tta_views(cfg, cv)))
     test_groups = _groups(per, data.test_source)
     pred = apply_weights(np.stack(test_preds), weights, test_groups)
     sub = submission_frame(pred, data)

@@ -11,6 +11,7 @@ import time
 import torch
 
 from ..competition.data import CompetitionData
+from ..competition.keypoints import view_matrices
 from ..config import Config
 from ..device import select_device
 from . import runfiles
@@ -46,7 +47,8 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     refit_epoch_s = n * s["train_img_s"] + s["checkpoint_s"]          # every row, no validation
     # after training: each fold predicts its validation rows twice (plain, mirrored), then every model of the
     # submission predicts the test set with flip TTA
-    fixed = (folds * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * s["eval_img_s"]
+    views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale))   # the plain face and the extra TTA views
+    fixed = (folds * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * s["eval_img_s"]
     if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
         fixed += folds * 2 * n_train * s["eval_img_s"]
     left = cfg.budget_min * 60 * 0.9 - fixed - (time.time() - t_start)

@@ -20,8 +20,8 @@ import numpy as np
 from .. import __version__, atomic
 from ..competition.data import CompetitionData, load_training_data, resolve_duplicates, test_hash
 from ..competition.folds import Groups, duplicate_groups, face_embeddings, make_folds, near_twin_share, save_folds
-from ..competition.keypoints import fit_tta_flip_const, tta_average
-from ..competition.metric import breakdown, mean_baseline, pooled
+from ..competition.keypoints import fit_tta_flip_const, tta_average, view_weight
+from ..competition.metric import breakdown, mean_baseline, pooled, rmse_masked
 from ..config import Config, training_fields
 from ..errors import FkdError
 from . import runfiles
@@ -89,12 +89,17 @@ def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, Split]:
 
 
 def collect_oof(run_dir: Path, n_rows: int, which: list[int]):
-    """(plain, mirrored) out-of-fold arrays (N, 30) over the folds in `which` (NaN rows elsewhere)."""
-    plain, mirrored = np.full((2, n_rows, 30), np.nan, np.float32)
+    """(plain, mirrored, views) out-of-fold arrays (N, 30) over the folds in `which` (NaN rows elsewhere); views:
+    the extra TTA views' (plain, mirrored), or None unless every fold predicted them."""
+    plain, mirrored, vp, vm = np.full((4, n_rows, 30), np.nan, np.float32)
+    have_views = True
     for k in which:
         f = runfiles.read_fold_predictions(run_dir / f"fold{k}")
         plain[f["idx"]], mirrored[f["idx"]] = f["plain"], f["mirrored"]
-    return plain, mirrored
+        if "views" in f:
+            vp[f["idx"]], vm[f["idx"]] = f["views"], f["views_mirrored"]
+        have_views = have_views and "views" in f
+    return plain, mirrored, ((vp, vm) if have_views else None)
 
 
 def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
@@ -134,20 +139,26 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
 
 def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Path, which: list[int],
               results: list[dict]) -> dict:
-    """The CV figures of the trained folds' out-of-fold predictions, without and with flip TTA (its constant
-    fitted out of fold unless the config fixes one); writes oof.npz."""
-    plain, mirrored = collect_oof(run_dir, len(folds), which)
+    """The CV figures of the trained folds' out-of-fold predictions, without and with TTA (the flip constant
+    fitted out of fold unless the config fixes one; the extra views' weight fitted out of fold); writes oof.npz."""
+    plain, mirrored, views = collect_oof(run_dir, len(folds), which)
     sel = np.isin(folds, which)
     y, src = data.keypoints[sel], data.source[sel]
     no_tta = breakdown(plain[sel], y, src, folds[sel])
     c_tta = cfg.tta_flip_const or fit_tta_flip_const(tta_average(plain, mirrored, cfg.flip_const)[sel], y,
                                                      cfg.flip_const)
     oof_tta = tta_average(plain, mirrored, c_tta)
+    flip_only, w = rmse_masked(oof_tta[sel], y), 0.0
+    if views is not None:                          # more views: shifted and zoomed faces, weighted out of fold
+        views_tta = tta_average(*views, c_tta)
+        w = view_weight(oof_tta[sel], views_tta[sel], y)
+        oof_tta = (1 - w) * oof_tta + w * views_tta
     tta = breakdown(oof_tta[sel], y, src, folds[sel])
     chosen = tta if cfg.tta else no_tta
     runfiles.write_oof(run_dir, plain, oof_tta)
     return {"run": run_dir.name, "cv_rmse": chosen["rmse"], "cv_rmse_no_tta": no_tta["rmse"],
             "tta_flip_const": c_tta, "flip_const": cfg.flip_const, "cv_rmse_tta": tta["rmse"], "tta": cfg.tta,
+            "cv_rmse_flip_only": flip_only, "tta_views_weight": w,
             "rmse_full": chosen["rmse_full"], "rmse_common": chosen["rmse_common"],
             "per_keypoint": chosen["per_keypoint"], "per_fold": chosen["per_fold"], "fold_mean": chosen["fold_mean"],
             "fold_std": chosen["fold_std"], "folds_trained": which, "folds": cfg.folds, "fold_results": results,
@@ -176,6 +187,9 @@ def format_cv(cv: dict) -> str:
                          f"{c_train}; this data may follow another convention: try --set flip_const={c_fit:.1f} "
                          "and compare the CV")
     lines.insert(4, folds_line(cv))
+    if cv.get("tta_views_weight"):
+        lines.insert(5, f"TTA: the flip alone {cv['cv_rmse_flip_only']:.4f}; with the shifted and zoomed views "
+                        f"(weight {cv['tta_views_weight']:.2f}, fitted out of fold) {cv['cv_rmse_tta']:.4f}")
     if cv.get("submission"):
         lines.insert(5, f"submission averages {', '.join(cv['submission']['models'])}; this CV is "
                         f"{cv['submission']['cv_estimates']}")

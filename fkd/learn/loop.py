@@ -23,7 +23,7 @@ import torch
 
 from .. import atomic
 from ..competition.data import CompetitionData
-from ..competition.keypoints import tta_average
+from ..competition.keypoints import tta_average, view_matrices
 from ..competition.metric import rmse_masked, source_means
 from ..config import Config
 from ..cores import SHARE_EVERY, register_trainer, share_cores_now
@@ -34,7 +34,7 @@ from . import runfiles
 from .augment import Augmenter
 from .curves import Curves
 from .dataset import FaceDataset, epoch_loader, epoch_seed
-from .models import create_from_config, predict_images, ready
+from .models import create_from_config, predict_images, predict_views, ready
 from .optim import make_optimizer
 from .schedules import make_scheduler
 
@@ -227,7 +227,9 @@ def finish_fold(state: FoldState, ctx: FoldContext, title: str) -> dict:
                               channels_last=cfg.channels_last)   # predictions of the mirrored faces
     # the TTA flip constant, measured out of fold: which c un-flips this model's mirrored predictions best
     scan = {str(c): rmse_masked(tta_average(oof, mirrored, c), val_y) for c in FLIP_SCAN}
-    runfiles.write_fold_predictions(fdir, ctx.va, oof, mirrored)
+    mats = view_matrices(cfg.tta_shift, cfg.tta_scale)
+    views = predict_views(model, val_x, val_s, ctx.dev, ctx.amp, mats, cfg.channels_last) if mats else None
+    runfiles.write_fold_predictions(fdir, ctx.va, oof, mirrored, views)
     loss_curve(state.history, fdir / "loss.png", title)
     kept = state.best_epoch if cfg.fold_weights == "best" else len(state.history) - 1
     result = {"fold": ctx.fold, "best_epoch": state.best_epoch + 1, "kept_epoch": kept + 1,

@@ -66,6 +66,14 @@ def tta_constant(cfg: Config, cv: dict) -> float:
     return cfg.tta_flip_const or cv.get("tta_flip_const") or cfg.flip_const
 
 
+def tta_views(cfg: Config, cv: dict) -> tuple[list, float]:
+    """The extra TTA views and their weight fitted out of fold (cv.json); ([], 0) where the run has none."""
+    from ..competition.keypoints import view_matrices
+
+    w = cv.get("tta_views_weight") or 0.0
+    return (view_matrices(cfg.tta_shift, cfg.tta_scale), w) if w > 0 else ([], 0.0)
+
+
 def checkpoints(run_dir: str | Path) -> list[Path]:
     """The weights the submission averages: every finished fold's best.pt and refit model's model.pt (each with
     its result.json)."""
@@ -107,17 +115,21 @@ def write_metrics(history: list[dict], path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- out-of-fold predictions
-def write_fold_predictions(fold_dir: Path, idx: np.ndarray, plain: np.ndarray, mirrored: np.ndarray) -> Path:
+def write_fold_predictions(fold_dir: Path, idx: np.ndarray, plain: np.ndarray, mirrored: np.ndarray,
+                           views: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """val_pred.npz; with `views` the extra TTA views' mean (plain, mirrored) too."""
     path = Path(fold_dir) / "val_pred.npz"
+    extra = {"views": views[0], "views_mirrored": views[1]} if views is not None else {}
     with atomic.atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, idx=idx, plain=plain, mirrored=mirrored)
+        np.savez(tmp, idx=idx, plain=plain, mirrored=mirrored, **extra)
     return path
 
 
 def read_fold_predictions(fold_dir: Path) -> dict:
-    """{"idx": (n,), "plain": (n, 30), "mirrored": (n, 30)} of a finished fold."""
+    """{"idx": (n,), "plain": (n, 30), "mirrored": (n, 30)} of a finished fold (+ "views", "views_mirrored"
+    where the fold predicted the extra TTA views)."""
     with np.load(Path(fold_dir) / "val_pred.npz") as z:
-        return {k: z[k] for k in ("idx", "plain", "mirrored")}
+        return {k: z[k] for k in ("idx", "plain", "mirrored", "views", "views_mirrored") if k in z}
 
 
 def write_oof(run_dir: Path, plain: np.ndarray, tta: np.ndarray) -> Path:

@@ -83,5 +83,24 @@ def predict_images(model, images: np.ndarray, source: np.ndarray, dev: torch.dev
     return np.concatenate(out) if out else np.zeros((0, N_OUT), np.float32)
 
 
+def predict_views(model, images: np.ndarray, source: np.ndarray, dev: torch.device, amp: torch.dtype | None,
+                  mats: list[np.ndarray], channels_last: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The extra TTA views (fkd.competition.keypoints.view_matrices): each face and its mirror image shifted or
+    zoomed, predicted, mapped back; the mean over views of (plain, mirrored), the mirrored ones not un-flipped
+    (tta_average does that with the run's constant, as for the flip alone)."""
+    import cv2
+
+    from ...competition.keypoints import unview
+
+    mirror = np.ascontiguousarray(images[:, :, ::-1])
+    plain, mirrored = [], []
+    for m in mats:
+        for faces, out in ((images, plain), (mirror, mirrored)):
+            warped = np.stack([cv2.warpAffine(f, m, f.shape[::-1], flags=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REPLICATE) for f in faces]) if len(faces) else faces
+            out.append(unview(predict_images(model, warped, source, dev, amp, channels_last=channels_last), m))
+    return np.mean(plain, 0), np.mean(mirrored, 0)
+
+
 __all__ = ["HEADS", "MODELS", "MODEL_FIELDS", "N_OUT", "N_SOURCES", "OWN_STRIDES", "KeypointModel", "create_model",
-           "create_from_config", "is_model", "load_fold_model", "predict_images", "ready"]
+           "create_from_config", "is_model", "load_fold_model", "predict_images", "predict_views", "ready"]
