@@ -90,6 +90,8 @@ class Config:
     # k's validation rows), learned at a lower weight (fkd/learn/teacher.py)
     teacher: str = ""              # the teacher run: a name in runs_dir or a run folder; empty = off
     teacher_weight: float = 0.5    # the teacher labels' loss weight, relative to the real labels' loss
+    pseudo: bool = False           # the teacher also labels the test faces, which train beside the rows (reads the
+                                   # test images; fkd/learn/teacher.py pseudo_rows)
 
     def fold_seed(self) -> int:
         """The seed of the data split (folds, limit_train rows): split_seed, or seed where it is -1."""
@@ -119,7 +121,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 # found, resumed and reused.
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
-                                               "fold_weights", "rotate", "scale", "cutout", "aug_end")}
+                                               "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -275,8 +277,11 @@ def validate(cfg: Config) -> None:
         (cfg.dup_labels in ("keep", "average", "drop"), "dup_labels must be keep|average|drop"),
         (cfg.fold_weights in ("best", "last"), "fold_weights must be best|last"),
         (0 <= cfg.refit <= 8, "refit must be in 0..8 (models trained on every row)"),
-        (not (cfg.refit and cfg.teacher), "refit with teacher labels is not supported: a refit model sees every "
-                                          "row, no teacher fold is nested for it"),
+        (not (cfg.refit and cfg.teacher and cfg.teacher_weight > 0),
+         "refit with teacher labels of the training rows is not supported (no teacher fold is nested for a model of "
+         "every row); --set teacher_weight=0 keeps the pseudo-labelled test faces only"),
+        (not cfg.pseudo or bool(cfg.teacher),
+         "pseudo=1 needs a teacher run to label the test faces: --set teacher=RUN"),
         (cfg.simcc_sigma > 0, "simcc_sigma must be > 0 (pixels)"),
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),

@@ -117,3 +117,37 @@ def test_a_student_learns_from_its_teachers_same_fold(trained_run, tmp_path, mon
     assert [p.split("/")[-2] for p in loaded if str(teacher_cfg.run_dir()) in p] == ["fold0", "fold1"]
     assert cv["cv_rmse"] < 0.8 * cv["mean_keypoint_rmse"]
     assert cfg.fingerprint() != dataclasses.replace(cfg, teacher="").fingerprint()
+
+
+def test_pseudo_labelled_test_faces_train_beside_the_rows_nested(trained_run, tmp_path, monkeypatch, capsys):
+    """--set pseudo=1: the test faces join each fold's training rows, labelled by the teacher's model of the same
+    fold (never one that saw the fold's validation rows), on the values the lookup asks of each face; a refit
+    model takes them from the teacher's whole submission."""
+    import fkd.learn.teacher as teacher
+    from fkd.competition.data import load_data
+    from fkd.learn.cv import run_cv
+
+    teacher_cfg, _ = trained_run
+    seen = []
+    real = teacher.pseudo_rows
+
+    def spy(cfg, data, fold, dev, amp):
+        rows = real(cfg, data, fold, dev, amp)
+        seen.append((fold, rows))
+        return rows
+    monkeypatch.setattr(teacher, "pseudo_rows", spy)
+    cfg = make_config(preset="quick", overrides=TINY + [f"teacher={teacher_cfg.run_dir()}", "pseudo=1",
+                                                        "teacher_weight=0", "epochs=2", "refit=1"],
+                      data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
+    cv = run_cv(cfg, progress=False)
+    assert [f for f, _ in seen] == [0, 1, None]
+    data = load_data(teacher_cfg.data_dir)
+    images, kp, src = seen[0][1]
+    assert len(images) == len(data.test_images) and np.array_equal(src, data.test_source)
+    asked = np.zeros(kp.shape, bool)
+    asked[data.lookup["img"], data.lookup["col"]] = True
+    assert np.array_equal(np.isfinite(kp), asked)                 # labelled exactly where the lookup asks
+    assert not np.allclose(seen[0][1][1][asked], seen[1][1][1][asked])   # fold 0's and fold 1's own teachers
+    assert f"{len(images)} test faces labelled by" in capsys.readouterr().out and cv["cv_rmse"] > 0
+    with pytest.raises(FkdError, match="pseudo=1 needs a teacher"):
+        make_config(preset="quick", overrides=["pseudo=1"])

@@ -40,8 +40,8 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     t_start = time.time()
     s = probe_speed(cfg, data)
     folds = len(cfg.train_folds or range(cfg.folds))
-    n = len(data.images)
-    n_val = n / cfg.folds
+    n = len(data.images) + (len(data.test_images) if cfg.pseudo else 0)     # pseudo rows train too
+    n_val = len(data.images) / cfg.folds
     n_train = n - n_val
     fold_epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
     refit_epoch_s = n * s["train_img_s"] + s["checkpoint_s"]          # every row, no validation

@@ -92,14 +92,16 @@ def setup_device(cfg: Config) -> tuple[torch.device, torch.dtype | None, bool]:
     return dev, amp, share
 
 
-def build_fold_state(cfg: Config, data: CompetitionData, tr: np.ndarray, fold: int, dev: torch.device) -> FoldState:
-    """Model (starting at the training rows' mean keypoints), optimiser, scheduler over the whole run, EMA."""
+def build_fold_state(cfg: Config, data: CompetitionData, tr: np.ndarray, fold: int, dev: torch.device,
+                     n_rows: int | None = None) -> FoldState:
+    """Model (starting at the training rows' mean keypoints), optimiser, scheduler over the whole run (n_rows a
+    epoch: the training rows, or more with pseudo rows), EMA."""
     torch.manual_seed(epoch_seed(cfg, fold, -1))
     model = create_from_config(cfg)
     model.init_output(torch.from_numpy(source_means(data.keypoints[tr], data.source[tr])))
     model = ready(model, cfg, dev)
     opt = make_optimizer(cfg, model)
-    sched = make_scheduler(cfg, opt, cfg.epochs * max(1, len(tr) // cfg.batch_size))
+    sched = make_scheduler(cfg, opt, cfg.epochs * max(1, (n_rows or len(tr)) // cfg.batch_size))
     ema = None
     if cfg.ema > 0:
         # timm's EMA of weights and BN buffers with a decay warmup (1 - (1 + step)^-2/3, capped at cfg.ema): a
@@ -137,16 +139,25 @@ def save_last(state: FoldState, epoch: int, cfg: Config, path: Path) -> None:
                               "history": state.history, "fingerprint": cfg.fingerprint()}, path)
 
 
-def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, tr: np.ndarray, dev, amp):
-    """The fold's training faces with their augmentation (and teacher labels when cfg.teacher names a run)."""
-    teach = None
-    if cfg.teacher:
-        from .teacher import teacher_labels
-        teach = teacher_labels(cfg, data, folds, fold, dev, amp)
-        print(f"fold {fold}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {cfg.teacher} "
+def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, fold: int | None, tr: np.ndarray,
+                 dev, amp) -> FaceDataset:
+    """The training faces of a fold (fold None: a refit model, every row) with their augmentation; teacher labels
+    when cfg.teacher names a run, and with pseudo=1 the test faces the teacher labelled (fkd/learn/teacher.py)."""
+    from . import teacher
+
+    images, kp, src, teach = data.images[tr], data.keypoints[tr], data.source[tr], None
+    who = f"fold {fold}" if fold is not None else "refit"
+    if cfg.teacher and cfg.teacher_weight > 0 and fold is not None:
+        teach = teacher.teacher_labels(cfg, data, folds, fold, dev, amp)
+        print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {cfg.teacher} "
               f"(weight {cfg.teacher_weight:g})", flush=True)
-    return FaceDataset(data.images[tr], data.keypoints[tr], data.source[tr],
-                       Augmenter.of(cfg, epoch=0), teach)
+    if cfg.pseudo:
+        pi, pk, ps = teacher.pseudo_rows(cfg, data, fold, dev, amp)
+        images, kp, src = np.concatenate([images, pi]), np.concatenate([kp, pk]), np.concatenate([src, ps])
+        teach = None if teach is None else np.concatenate([teach, np.full(pk.shape, np.nan, np.float32)])
+        print(f"{who}: {len(pi)} test faces labelled by {cfg.teacher} join its {len(tr)} training faces "
+              "(pseudo=1)", flush=True)
+    return FaceDataset(images, kp, src, Augmenter.of(cfg, epoch=0), teach)
 
 
 def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, run_dir: Path,
@@ -162,9 +173,9 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     dev, amp, share = setup_device(cfg)
     ctx = FoldContext(cfg, data, fold, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), fdir, dev, amp,
                       progress)
-    state = build_fold_state(cfg, data, ctx.tr, fold, dev)
-    resume(state, fdir / "last.pt", cfg, dev, fold)
     ds = fold_dataset(cfg, data, folds, fold, ctx.tr, dev, amp)
+    state = build_fold_state(cfg, data, ctx.tr, fold, dev, len(ds))
+    resume(state, fdir / "last.pt", cfg, dev, fold)
     workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
     curves = Curves(fdir)            # TensorBoard: `make board`
     for epoch in range(state.start, cfg.epochs):

@@ -26,8 +26,8 @@ from ..plots import loss_curve
 from . import runfiles
 from .augment import Augmenter
 from .curves import Curves
-from .dataset import FaceDataset, epoch_loader, epoch_seed
-from .loop import build_fold_state, resume, save_last, setup_device, train_one_epoch
+from .dataset import epoch_loader, epoch_seed
+from .loop import build_fold_state, fold_dataset, resume, save_last, setup_device, train_one_epoch
 
 SEED_OFFSET = 1000     # refit i draws its randomness as fold SEED_OFFSET + i would: never a fold's own seeds
 
@@ -40,9 +40,9 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progr
     rdir.mkdir(parents=True, exist_ok=True)
     dev, amp, share = setup_device(cfg)
     rows, seed_fold = np.arange(len(data.images)), SEED_OFFSET + i
-    state = build_fold_state(cfg, data, rows, seed_fold, dev)
+    ds = fold_dataset(cfg, data, None, None, rows, dev, amp)
+    state = build_fold_state(cfg, data, rows, seed_fold, dev, len(ds))
     resume(state, rdir / "last.pt", cfg, dev, seed_fold)
-    ds = FaceDataset(data.images, data.keypoints, data.source, Augmenter.of(cfg, epoch=0))
     workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
     curves = Curves(rdir)            # TensorBoard: `make board`
     for epoch in range(state.start, cfg.epochs):

@@ -13,6 +13,10 @@ ever reached the student through its teacher. `check_teacher` refuses a teacher 
 another split.
 
     $ fkd train --preset default --set teacher=default-resnet18-59356394-offline-ytf15 --set name=student
+
+With --set pseudo=1 the teacher also labels the test faces, which then train the student beside its rows
+(`pseudo_rows`; nested the same way). That reads the test images: the competition's rules do not forbid it,
+but a submission made so has seen the test faces (unlabelled). --set teacher_weight=0 keeps only that part.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ..competition.data import CompetitionData
 from ..config import Config
 from ..errors import FkdError
 from .models import load_fold_model, predict_images
-from .runfiles import load_run, read_cv, tta_constant
+from .runfiles import checkpoints, load_run, read_cv, tta_constant
 
 
 def teacher_dir(cfg: Config) -> Path:
@@ -84,3 +88,21 @@ def fill_missing(keypoints: np.ndarray, source: np.ndarray, pred: np.ndarray, so
     if source_aware:
         have &= (source == FULL)[:, None]
     return np.where(have, np.nan, pred).astype(np.float32)
+
+
+def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch.device, amp):
+    """The test faces as training rows, labelled by the teacher (--set pseudo=1: self-training on the unlabelled
+    test faces): for the student's fold k, the teacher's fold-k model, which never saw fold k's validation rows;
+    for a refit model, every model of the teacher's submission. Each face is labelled on the values the lookup
+    table asks of it, by its own source's outputs, with flip TTA. (images, keypoints (M, 30), source)."""
+    tdir = teacher_dir(cfg)
+    tcfg, _ = load_run(tdir)
+    ckpts = [tdir / f"fold{fold}" / "best.pt"] if fold is not None else checkpoints(tdir)
+    if not all(c.is_file() and (c.parent / "result.json").is_file() for c in ckpts):
+        raise FkdError(f"teacher {tdir}: {ckpts[0].parent.name} is not finished; finish the teacher first")
+    c = tta_constant(tcfg, read_cv(tdir))
+    pred = np.mean([predict_images(load_fold_model(tcfg, ck, dev), data.test_images, data.test_source, dev, amp,
+                                   tta=True, flip_const=c, channels_last=tcfg.channels_last) for ck in ckpts], 0)
+    asked = np.zeros(pred.shape, bool)
+    asked[data.lookup["img"].to_numpy(), data.lookup["col"].to_numpy()] = True
+    return data.test_images, np.where(asked, pred, np.nan).astype(np.float32), data.test_source
