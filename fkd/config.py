@@ -60,6 +60,7 @@ class Config:
     loss: str = "mse"              # a name from fkd.learn.losses.LOSSES: mse | smoothl1 | l1 | wing
     grad_clip: float = 5.0         # max grad norm, 0 = off
     ema: float = 0.0               # EMA decay of the weights (e.g. 0.998), 0 = off
+    swa: float = 0.0               # SWA: average the epochs' end weights over this last fraction of the schedule
     patience: int = 0              # early stopping on fold validation RMSE, 0 = off
     # augmentation and flips
     aug: float = 1.0               # augmentation strength, 0 = off
@@ -121,7 +122,8 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 # found, resumed and reused.
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
-                                               "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo")}
+                                               "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo",
+                                               "swa")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -267,6 +269,7 @@ def validate(cfg: Config) -> None:
         (cfg.lr > 0, "lr must be > 0"),
         (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
         (0 <= cfg.ema < 1, "ema must be in [0, 1)"),
+        (0 <= cfg.swa < 1, "swa must be a fraction of the epochs in [0, 1)"),
         (cfg.aug >= 0, "aug must be >= 0"),
         (0 <= cfg.cutout <= 1, "cutout must be a probability in [0, 1]"),
         (cfg.rotate >= 0 and 0 <= cfg.scale < 0.5, "rotate must be >= 0 degrees and scale in [0, 0.5)"),

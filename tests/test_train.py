@@ -127,3 +127,25 @@ def test_every_new_head_learns_on_practice_faces(practice_dir, tmp_path, head, t
     cv = run_cv(cfg, progress=False)
     assert cv["cv_rmse_tta"] <= 0.8 * cv["mean_keypoint_rmse"], (head, cv["cv_rmse_tta"], cv["mean_keypoint_rmse"])
     assert np.isfinite(cv["tta_flip_const"])
+
+
+def test_swa_keeps_the_average_of_the_last_epochs_weights(practice_dir, tmp_path, monkeypatch, trains):
+    """--set swa=0.5: the fold keeps the average of the weights at the end of each of its last half of epochs."""
+    import torch
+
+    from fkd.learn import loop
+    cfg = make_config(preset="quick", overrides=TINY + ["epochs=4", "swa=0.5", "train_folds=0", "model=baseline",
+                                                        "fold_weights=last", "limit_train=96"],
+                      data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    ends, real = [], loop.FoldState.swa_step
+
+    def record(self, cfg, epoch):
+        ends.append({k: v.detach().clone().float() for k, v in self.model.state_dict().items()})
+        real(self, cfg, epoch)
+    monkeypatch.setattr(loop.FoldState, "swa_step", record)
+    run_cv(cfg, progress=False)
+    kept = torch.load(cfg.run_dir() / "fold0" / "best.pt", weights_only=False)["model"]
+    for k in ("features.0.weight", "features.3.bias"):
+        key = next(n for n in kept if n.endswith(k))
+        expect = (ends[2][key] + ends[3][key]) / 2                   # epochs 3 and 4 of 4
+        assert torch.allclose(kept[key].float(), expect, atol=1e-6), key

@@ -52,6 +52,7 @@ class FoldState:
     opt: torch.optim.Optimizer
     sched: object
     ema: object | None
+    swa: object | None = None       # the average of the epochs' end weights over the schedule's last part
     start: int = 0                  # the next epoch to train
     best: float = float("inf")
     best_epoch: int = -1
@@ -60,8 +61,16 @@ class FoldState:
 
     @property
     def eval_model(self) -> torch.nn.Module:
-        """The weights that are validated and kept: the EMA's where EMA is on."""
+        """The weights that are validated and kept: SWA's once it averages, else the EMA's where EMA is on."""
+        if self.swa is not None and int(self.swa.n_averaged) > 0:
+            return self.swa.module
         return self.ema.module if self.ema is not None else self.model
+
+    def swa_step(self, cfg: Config, epoch: int) -> None:
+        """SWA: over the last cfg.swa of the epochs, each epoch's end weights (the EMA's where on) join the average
+        (weights and BN statistics alike, so no extra pass over the data)."""
+        if self.swa is not None and epoch >= cfg.epochs * (1 - cfg.swa):
+            self.swa.update_parameters(self.ema.module if self.ema is not None else self.model)
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,8 @@ def build_fold_state(cfg: Config, data: CompetitionData, tr: np.ndarray, fold: i
         # plain EMA keeps decay^steps of the first weights (0.99^224 = 10 % for 8 short epochs), which ruined it
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
-    return FoldState(model, opt, sched, ema)
+    swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True) if cfg.swa > 0 else None
+    return FoldState(model, opt, sched, ema, swa)
 
 
 def resume(state: FoldState, last: Path, cfg: Config, dev: torch.device, fold: int) -> None:
@@ -126,6 +136,8 @@ def resume(state: FoldState, last: Path, cfg: Config, dev: torch.device, fold: i
     state.sched.load_state_dict(ck["sched"])
     if state.ema is not None:
         state.ema.load_state_dict(ck["ema"])
+    if state.swa is not None:
+        state.swa.load_state_dict(ck["swa"])
     state.start = ck["epoch"] + 1
     state.best, state.best_epoch, state.bad, state.history = ck["best"], ck["best_epoch"], ck["bad"], ck["history"]
     print(f"fold {fold}: resuming after epoch {ck['epoch'] + 1}/{cfg.epochs}", flush=True)
@@ -135,6 +147,7 @@ def save_last(state: FoldState, epoch: int, cfg: Config, path: Path) -> None:
     runfiles.save_checkpoint({"model": state.model.state_dict(), "opt": state.opt.state_dict(),
                               "sched": state.sched.state_dict(),
                               "ema": state.ema.state_dict() if state.ema is not None else None, "epoch": epoch,
+                              "swa": state.swa.state_dict() if state.swa is not None else None,
                               "best": state.best, "best_epoch": state.best_epoch, "bad": state.bad,
                               "history": state.history, "fingerprint": cfg.fingerprint()}, path)
 
@@ -186,6 +199,7 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
         stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
                                 desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
                                 step=epoch * len(loader), share_cores=share)
+        state.swa_step(cfg, epoch)
         val = end_epoch(state, ctx, epoch, stats, time.time() - t0)
         curves.epoch(epoch + 1, state.history[-1])
         if report is not None:

@@ -53,6 +53,7 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progr
         stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
                                 desc=f"refit {i} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
                                 step=epoch * len(loader), share_cores=share)
+        state.swa_step(cfg, epoch)
         state.history.append({"epoch": epoch + 1, "train_rmse": round(stats["train_rmse"], 5),
                               "lr": state.opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)})
         save_last(state, epoch, cfg, rdir / "last.pt")
