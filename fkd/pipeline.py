@@ -108,8 +108,11 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
         cfg, cv, info, row = _run(dest, preset, config_file, overrides, offline, timeout, remote)
     kind = (f"OFFLINE rehearsal (LOCAL {row.get('destination')}, nothing sent to kaggle.com)" if offline
             else f"Kaggle ({row.get('destination')})")
+    estimate = (cv.get("submission") or {}).get("cv_estimates")
     _banner(f"{kind} result for {Path(info['file']).name}\n"
             f"  CV RMSE       {cv['cv_rmse']:.4f}  (mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})\n"
+            + (f"  submitted     {', '.join(cv['submission']['models'])} averaged; the CV is {estimate}\n"
+               if estimate else "") +
             f"  public score  {row['public_score']:.4f}\n  private score {row['private_score']:.4f}\n"
             f"  took {time.time() - t0:.0f}s; run in {cfg.run_dir()}, submission and sidecar in submissions/, "
             "ledger: `fkd scores`")

@@ -114,9 +114,12 @@ def test_the_presets_keep_the_fingerprints_their_runs_were_named_with():
     from fkd.config import config_from_dict, make_config
 
     named = {"quick": "389b59f0", "default": "2b644a12", "best": "7c232373", "baseline": "e339ce45"}
-    assert {p: make_config(preset=p, overrides=["folds_by=rows"]).fingerprint()[:8] for p in named} == named
-    old = make_config(preset="default", overrides=["folds_by=rows"]).to_dict()
-    del old["folds_by"], old["group_z"], old["dup_labels"]               # a config.yaml written before them
+    before = ["folds_by=rows", "fold_weights=best"]          # what the presets were before grouped folds
+    assert {p: make_config(preset=p, overrides=before).fingerprint()[:8] for p in named} == named
+    old = make_config(preset="default", overrides=before).to_dict()
+    for later in ("folds_by", "group_z", "dup_labels", "fold_weights", "refit", "tta_shift", "tta_scale", "swa",
+                  "rotate", "scale", "cutout", "aug_end", "pseudo"):
+        del old[later]                                                    # a config.yaml written before them
     assert config_from_dict(old).folds_by == "rows" and config_from_dict(old).fingerprint()[:8] == "2b644a12"
     assert make_config(preset="default").folds_by == "groups"              # new runs: grouped folds
     assert make_config(preset="default").fingerprint()[:8] not in named.values()
