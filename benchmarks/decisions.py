@@ -1,0 +1,87 @@
+"""The decisions on grouped folds: every lever measured on fold 0 of the grouped 4-fold split of ytf15.
+
+    $ python benchmarks/decisions.py --data-dir competition/data/offline-ytf15 --run   # train the missing rows
+    $ python benchmarks/decisions.py                                                  # print the table
+
+Protocol: the default preset's recipe as it was before this table (regnety_004 + SimCC, L1, flips about 97, lr 2e-3,
+onecycle, the fold keeps its best epoch), fold 0 of the grouped split (folds_by=groups, split seed 42), training
+seed 42, one lever changed a row; epochs fixed per row, so rows may train side by side. Figures: fold-0 RMSE
+without TTA and with flip TTA (its constant fitted on the fold's own out-of-fold predictions). The schedule rows
+say what the minutes buy: 4 folds x 30 epochs (the 27-minute budget on this machine) cost as much as one fold
+and one model on every row at 51 epochs, or one model on every row at 90.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ["--preset", "default", "--set", "train_folds=0", "--set", "refit=0", "--set", "fold_weights=best",
+            "--set", "tta_shift=0", "--set", "tta_scale=0"]
+ROWS = {   # name -> (label, --set overrides)
+    "x0-e30": ("30 epochs (4 folds x 30 = the 27-minute default here)", ["epochs=30"]),
+    "x9-e51": ("51 epochs (fold 0 + one refit model in the same minutes)", ["epochs=51"]),
+    "x1-e90": ("90 epochs (one model on every row in the same minutes)", ["epochs=90"]),
+    "x2-e30-ema": ("30 epochs, EMA 0.998", ["epochs=30", "ema=0.998"]),
+    "x7-e90-ema": ("90 epochs, EMA 0.998", ["epochs=90", "ema=0.998"]),
+    "x4-e30-wd05": ("30 epochs, AdamW weight decay 0.05 (RTMPose's) instead of 1e-4",
+                    ["epochs=30", "weight_decay=0.05"]),
+    "x5-e30-lr3": ("30 epochs, lr 3e-3 instead of 2e-3", ["epochs=30", "lr=3e-3"]),
+    "x8-e51-lr3": ("51 epochs, lr 3e-3", ["epochs=51", "lr=3e-3"]),
+    "x6-e30-aug15": ("30 epochs, augmentation 1.5 (rotation 27 deg, zoom 18 %) instead of 1.0",
+                     ["epochs=30", "aug=1.5"]),
+}
+
+
+def fold0(run: Path) -> dict | None:
+    """Fold 0's RMSE without TTA and with flip TTA at the constant fitted on its own predictions."""
+
+    sys.path.insert(0, str(ROOT))
+    from fkd.competition.keypoints import fit_tta_flip_const, tta_average
+    from fkd.competition.metric import rmse_masked
+    from fkd.config import replace
+    from fkd.learn.cv import training_data
+    from fkd.learn.runfiles import load_run, read_fold_predictions
+
+    if not (run / "fold0" / "result.json").is_file():
+        return None
+    cfg, meta = load_run(run)
+    y = training_data(replace(cfg, data_dir=meta["data_dir"])).keypoints
+    f = read_fold_predictions(run / "fold0")
+    yy = y[f["idx"]]
+    c = fit_tta_flip_const(tta_average(f["plain"], f["mirrored"], cfg.flip_const), yy, cfg.flip_const)
+    return {"plain": rmse_masked(f["plain"], yy), "tta": rmse_masked(tta_average(f["plain"], f["mirrored"], c), yy),
+            "epochs": json.loads((run / "fold0" / "result.json").read_text())["epochs_run"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default="competition/data/offline-ytf15")
+    p.add_argument("--runs", default="runs/decisions", help="where the rows' runs live")
+    p.add_argument("--run", action="store_true", help="train the rows that are missing")
+    a = p.parse_args()
+    runs = Path(a.runs)
+    for name, (_, sets) in ROWS.items():
+        if a.run and fold0(runs / name) is None:
+            cmd = [sys.executable, "-m", "fkd", "train", "--data-dir", a.data_dir, *PROTOCOL, "--set", f"name={name}",
+                   "--set", f"runs_dir={runs}", *[x for s in sets for x in ("--set", s)]]
+            print(" ".join(cmd[2:]), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+    base = fold0(runs / "x0-e30")
+    print("| row (grouped fold 0, seed 42) | epochs | no TTA | flip TTA | Δ vs 30 epochs (TTA) |")
+    print("|---|---|---|---|---|")
+    for name, (label, _) in ROWS.items():
+        r = fold0(runs / name)
+        if r is None:
+            print(f"| {label} | | not trained | | |")
+            continue
+        delta = f"{r['tta'] - base['tta']:+.3f}" if base and name != "x0-e30" else ""
+        print(f"| {label} | {r['epochs']} | {r['plain']:.3f} | {r['tta']:.3f} | {delta} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
