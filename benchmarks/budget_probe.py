@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,8 +22,8 @@ from fkd.competition.data import load_data
 from fkd.config import make_config
 from fkd.learn import budget
 
-BURNER = ("import numpy as np, time; a = np.random.rand(800, 800); t = time.time()\n"
-          "while time.time() - t < {s}: a @ a")
+BURNER = ("import time, torch; torch.set_num_threads(2); a = torch.randn(1024, 1024); a @ a; print('go', flush=True)"
+          "\nt = time.time()\nwhile time.time() - t < {s}: a @ a")   # a job on both cores, as a finishing test
 
 
 def epochs(cfg, data, s: dict) -> int:
@@ -37,9 +36,11 @@ def epochs(cfg, data, s: dict) -> int:
 
 
 def probe(cfg, data, busy: float, windows: int, steps: int) -> dict:
-    burner = subprocess.Popen([sys.executable, "-c", BURNER.format(s=busy)]) if busy else None
+    burner = subprocess.Popen([sys.executable, "-c", BURNER.format(s=busy)], stdout=subprocess.PIPE, text=True) \
+        if busy else None
     try:
-        time.sleep(0.5 if busy else 0)
+        if burner:
+            burner.stdout.readline()          # it burns from here: the probe starts beside it
         return budget.probe_speed(cfg, data, windows=windows, steps=steps)
     finally:
         if burner:
