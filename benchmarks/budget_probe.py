@@ -26,15 +26,6 @@ BURNER = ("import time, torch; torch.set_num_threads(2); a = torch.randn(1024, 1
           "\nt = time.time()\nwhile time.time() - t < {s}: a @ a")   # a job on both cores, as a finishing test
 
 
-def epochs(cfg, data, s: dict) -> int:
-    """What resolve_budget would give with probe figures s (the same formula, without the probe's own time)."""
-    n_val = len(data.images) / cfg.folds
-    n_train = len(data.images) - n_val
-    epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
-    fixed = cfg.folds * 2 * (n_val + len(data.test_images)) * s["eval_img_s"]
-    return int((cfg.budget_min * 60 * 0.9 - fixed) // (cfg.folds * epoch_s))
-
-
 def probe(cfg, data, busy: float, windows: int, steps: int) -> dict:
     burner = subprocess.Popen([sys.executable, "-c", BURNER.format(s=busy)], stdout=subprocess.PIPE, text=True) \
         if busy else None
@@ -65,7 +56,7 @@ def main() -> int:
         for busy in (0.0, a.busy_seconds):
             s = probe(cfg, data, busy, windows, steps)
             print(f"  {name:<40} {'busy' if busy else 'quiet':<5}: {1 / s['train_img_s']:6.0f} training img/s -> "
-                  f"{epochs(cfg, data, s):3d} epochs a fold")
+                  f"{budget.epochs_for(cfg, data, s)[0]:3d} epochs a model")
     return 0
 
 

@@ -39,6 +39,18 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
         return dataclasses.replace(cfg, epochs=saved.epochs)
     t_start = time.time()
     s = probe_speed(cfg, data)
+    epochs, fold_epoch_s = epochs_for(cfg, data, s, spent_s=time.time() - t_start)
+    folds = len(cfg.train_folds or range(cfg.folds))
+    refits = f" + {cfg.refit} refit model(s) on every row" if cfg.refit else ""
+    print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "
+          f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
+          f"{fold_epoch_s:.1f} s a fold epoch; 10 % margin)", flush=True)
+    return dataclasses.replace(cfg, epochs=epochs)
+
+
+def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0) -> tuple[int, float]:
+    """The epochs a model that cfg.budget_min minutes buy at probe figures s (seconds an image, training and
+    prediction; seconds a checkpoint), after spent_s already gone, and the seconds of one fold epoch."""
     folds = len(cfg.train_folds or range(cfg.folds))
     n = len(data.images) + (len(data.test_images) if cfg.pseudo else 0)     # pseudo rows train too
     n_val = len(data.images) / cfg.folds
@@ -51,13 +63,8 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     fixed = (folds * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * s["eval_img_s"]
     if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
         fixed += folds * 2 * n_train * s["eval_img_s"]
-    left = cfg.budget_min * 60 * 0.9 - fixed - (time.time() - t_start)
-    epochs = max(1, int(left // (folds * fold_epoch_s + cfg.refit * refit_epoch_s)))
-    refits = f" + {cfg.refit} refit model(s) on every row" if cfg.refit else ""
-    print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "
-          f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
-          f"{fold_epoch_s:.1f} s a fold epoch; 10 % margin)", flush=True)
-    return dataclasses.replace(cfg, epochs=epochs)
+    left = cfg.budget_min * 60 * 0.9 - fixed - spent_s
+    return max(1, int(left // (folds * fold_epoch_s + cfg.refit * refit_epoch_s))), fold_epoch_s
 
 
 PROBE_WARMUP, PROBE_WINDOWS, PROBE_STEPS = 2, 4, 5   # steps before timing; timed windows of steps (fastest kept)
