@@ -105,7 +105,7 @@ def test_a_budgeted_run_records_its_epochs_and_never_retimes(practice_dir, tmp_p
     saved, _ = load_run(cfg.run_dir())
     assert 1 <= saved.epochs < 999 and saved.budget_min == 0.4             # resolved, and recorded
     assert cv["fold_results"][0]["epochs_run"] == saved.epochs
-    assert "epochs a fold x 1 folds (measured here" in capsys.readouterr().out
+    assert "epochs a model x 1 fold(s) (measured here" in capsys.readouterr().out
 
     def no_probe(*_):
         raise AssertionError("a run that began under a budget must not be timed again")

@@ -34,7 +34,7 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     """
     if (cfg.run_dir() / "config.yaml").is_file():
         saved, _ = runfiles.load_run(cfg.run_dir())
-        print(f"budget {cfg.budget_min:g} min: {saved.epochs} epochs a fold, as resolved when {cfg.run_name()} "
+        print(f"budget {cfg.budget_min:g} min: {saved.epochs} epochs a model, as resolved when {cfg.run_name()} "
               "began (config.yaml)", flush=True)
         return dataclasses.replace(cfg, epochs=saved.epochs)
     t_start = time.time()
