@@ -12,6 +12,7 @@ os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,32 @@ def unavailable(reason: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: CI must provide it)")
     pytest.skip(reason)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is pid (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def gone(pid: int, timeout: float = 15.0) -> bool:
+    """pid has ended (or is a zombie) within timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
+                return True
+        except OSError:
+            return True                                                   # no such process any more
+        time.sleep(0.1)
+    return False
 
 
 SLOW_FIXTURES = {"trained_run", "trains"}

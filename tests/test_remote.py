@@ -234,6 +234,31 @@ def test_folds_side_by_side_one_process_each(practice_dir, tmp_path, monkeypatch
     assert sorted(r["fold"] for r in cv["fold_results"]) == [0, 1] and cv["cv_rmse"] > 0
 
 
+
+def test_fkd_train_takes_its_fold_processes_with_it_on_sigterm(practice_dir, tmp_path):
+    """Stopped with SIGTERM, `fkd train` with folds side by side ends its fold processes too."""
+    import signal
+    import time
+
+    from conftest import children_of, gone
+    sets = [a for s in TINY + ["epochs=500", "deterministic=false", f"runs_dir={tmp_path / 'runs'}"]
+            for a in ("--set", s)]
+    parent = subprocess.Popen([sys.executable, "-m", "fkd", "train", "--data-dir", str(practice_dir), "--preset",
+                               "quick", *sets],
+                              env={**os.environ, "FKD_PARALLEL_FOLDS": "2"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.time() + 120, []
+        while len(workers) < 2 and time.time() < deadline and parent.poll() is None:
+            workers = children_of(parent.pid)
+            time.sleep(0.2)
+        assert len(workers) == 2, "the two fold processes never started"
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(30)
+        assert all(gone(w) for w in workers), "a fold process outlived fkd train"
+    finally:
+        parent.kill()
+
 # -------------------------------------------------------------------------- the official CLI against fkd serve
 def test_the_kaggle_cli_kernels_and_quota_commands_pass_against_fkd_serve(practice_dir, tmp_path, monkeypatch,
                                                                           trains):
@@ -306,3 +331,49 @@ def test_make_submit_remote_kaggle_offline_end_to_end(practice_dir, tmp_path, mo
     assert abs(row["public_score"] - score_files(sub, practice_dir / "solution.csv", subset="public")["rmse"]) < 1e-9
     again = submit(preset="quick", data_dir=str(practice_dir), overrides=TINY, offline=True, remote=Remote())
     assert "fetched before; reused" in capsys.readouterr().out and again["ledger"]["file"] != row["file"]
+
+
+def test_fkd_serve_takes_a_running_kernel_with_it_on_sigterm(practice_dir, tmp_path, monkeypatch):
+    """Stopped with SIGTERM, `fkd serve` ends the kernel it was running (a subprocess), as Ctrl-C does."""
+    import signal
+    import socket
+    import time
+
+    from conftest import children_of, gone
+
+    from fkd.kaggle.client import get_api
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    serve = subprocess.Popen([sys.executable, "-m", "fkd", "serve", str(practice_dir), "--port", str(port),
+                              "--state", str(tmp_path / "state")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        monkeypatch.setenv("FKD_KAGGLE_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "c"))
+        monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+        monkeypatch.setenv("KAGGLE_KEY", KEY)
+        k = tmp_path / "k"
+        k.mkdir()
+        (k / "kernel-metadata.json").write_text(json.dumps({
+            "id": "alice/sleeper", "title": "sleeper", "code_file": "sleep.py", "language": "python",
+            "kernel_type": "script", "is_private": True, "competition_sources": ["facial-keypoints-detection"]}))
+        (k / "sleep.py").write_text("import time\ntime.sleep(600)\n")
+        deadline = time.time() + 60
+        while True:                                     # the server takes a moment to listen
+            try:
+                get_api().kernels_push(str(k))
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.3)
+        kernels = []
+        while not kernels and time.time() < deadline:
+            kernels = children_of(serve.pid)
+            time.sleep(0.2)
+        assert kernels, "fkd serve never started the pushed kernel"
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(30)
+        assert all(gone(p) for p in kernels), "the kernel outlived fkd serve"
+    finally:
+        serve.kill()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import unavailable
+from conftest import children_of, gone, unavailable
 
 from fkd.config import make_config
 
@@ -200,27 +200,6 @@ def test_dashboard_serves_the_study(practice_dir, tmp_path):
     assert not missing.exists()
 
 
-def _children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _gone(pid: int, timeout: float = 15.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_fkd_dashboard_takes_its_child_with_it_on_sigterm(tmp_path):
     """Stopped with SIGTERM (a supervisor, `kill`), `fkd dashboard` ends optuna-dashboard too: the port is free."""
     import socket
@@ -242,11 +221,11 @@ def test_fkd_dashboard_takes_its_child_with_it_on_sigterm(tmp_path):
             except OSError:
                 time.sleep(0.3)
         assert up, "optuna-dashboard did not answer"
-        kids = _children_of(fkd_proc.pid)
+        kids = children_of(fkd_proc.pid)
         assert kids, "fkd dashboard started no child"
         fkd_proc.send_signal(signal.SIGTERM)
         fkd_proc.wait(20)
-        assert all(_gone(k) for k in kids), "optuna-dashboard outlived fkd dashboard"
+        assert all(gone(k) for k in kids), "optuna-dashboard outlived fkd dashboard"
         with socket.socket() as sk, pytest.raises(ConnectionRefusedError):
             sk.connect(("127.0.0.1", port))                  # nobody listens on the port any more
     finally:
@@ -261,12 +240,12 @@ def test_fkd_tune_takes_its_workers_with_it_on_sigterm(practice_dir, tmp_path, t
     try:
         deadline, workers = time.time() + 120, []
         while len(workers) < 2 and time.time() < deadline:
-            workers = _children_of(parent.pid)
+            workers = children_of(parent.pid)
             time.sleep(0.2)
         assert len(workers) == 2, "the two workers never started"
         parent.send_signal(signal.SIGTERM)
         parent.wait(30)
-        assert all(_gone(w) for w in workers), "a tune worker outlived fkd tune"
+        assert all(gone(w) for w in workers), "a tune worker outlived fkd tune"
     finally:
         parent.kill()
 
