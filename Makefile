@@ -86,10 +86,11 @@ scores: install ## the submissions ledger: CV vs public vs private, best first
 leaderboard: install ## the competition's top and where our best would rank
 	$(FKD) leaderboard
 
-bench: install ## benchmarks: parse speed, training throughput, where an epoch's time goes (DATA=DIR; default ytf15, else practice)
+bench: install ## benchmarks: parse speed, training throughput, where an epoch's time goes, near-duplicate grouping (DATA=DIR; default ytf15, else practice)
 	$(BIN)/python benchmarks/parse.py $(if $(DATA),--data-dir $(DATA))
 	$(BIN)/python benchmarks/throughput.py $(if $(DATA),--data-dir $(DATA))
 	$(BIN)/python benchmarks/epoch_profile.py $(if $(DATA),--data-dir $(DATA))
+	$(BIN)/python benchmarks/near_duplicates.py $(if $(DATA),--data-dir $(DATA))
 
 gpu-check: install ## one fold on CUDA with bf16: throughput and time estimate (exits 1 without a GPU)
 	$(BIN)/python benchmarks/gpu_check.py $(if $(DATA),--data-dir $(DATA)) $(if $(PRESET),--preset $(PRESET))

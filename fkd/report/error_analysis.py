@@ -27,9 +27,9 @@ def error_report(run_dir: str | Path, worst: int = 16, tta: bool = True) -> dict
     # the rows the run was trained on (limit_train samples them), so they line up with oof
     data = training_data(replace(cfg, data_dir=meta.get("data_dir") or cfg.data_dir))
     have = np.isfinite(oof).all(1)
-    err2 = np.where(np.isfinite(data.keypoints), (oof - data.keypoints) ** 2, np.nan)
-    per_img = np.sqrt(np.nanmean(err2, 1))
-    per_img[~have] = -1
+    # rows outside the trained folds (a run of fold 0 only) have no out-of-fold prediction: ranked last
+    err2 = np.where(np.isfinite(data.keypoints) & have[:, None], (oof - data.keypoints) ** 2, 0.0)
+    per_img = np.where(have, np.sqrt(err2.sum(1) / np.isfinite(data.keypoints).sum(1).clip(1)), -1.0)
     order = np.argsort(-per_img)[:worst]
     # a row is scored on the values its source labels: a common-source face's other 11 outputs were never trained
     # (that source has no labels there), so only the scored values are drawn, prediction beside label
