@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,11 @@ def face_grid(images: np.ndarray, point_sets: list[tuple], titles: list[str], ou
 
 def loss_curve(history: list[dict], path: str | Path, title: str) -> Path:
     """A fold's training and validation RMSE by epoch (log scale): loss.png beside its metrics.csv."""
+    return save(loss_figure(history, title), path)
+
+
+def loss_figure(history: list[dict], title: str):
+    """The figure of loss_curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -58,7 +64,8 @@ def loss_curve(history: list[dict], path: str | Path, title: str) -> Path:
     ax.plot(ep, [h["train_rmse"] for h in history], label="train RMSE (augmented, px)")
     if "val_rmse" in history[0]:                  # a refit model trains on every row: no validation curve
         ax.plot(ep, [h["val_rmse"] for h in history], label="validation RMSE (px)")
-    ax.set_xlabel("epoch"), ax.set_ylabel("RMSE (px)"), ax.set_title(title), ax.grid(alpha=0.3), ax.legend()
+    ax.set_xlabel("epoch"), ax.set_ylabel("RMSE (px)"), ax.grid(alpha=0.3), ax.legend()
+    ax.set_title(textwrap.fill(title, 48), fontsize=10)     # a run's name is long: wrapped, never clipped
     ax.set_yscale("log")
     fig.tight_layout()
-    return save(fig, path)
+    return fig

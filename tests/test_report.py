@@ -39,3 +39,24 @@ def test_training_writes_curves_tensorboard_reads(trained_run):
     val = acc.Scalars("rmse/validation (px)")
     assert [e.step for e in val] == list(range(1, cfg.epochs + 1))
     assert {"rmse/train (augmented, px)", "learning rate"} <= set(acc.Tags()["scalars"])
+
+
+def test_a_curves_title_is_never_cut_off():
+    """A run's name is long (a refit model's title longer still): the curve's title fits inside the figure."""
+    from fkd.plots import loss_figure
+
+    title = "default-regnety_004-3f7fb2c8-offline-a-rather-long-competition-folder refit 0 (every training row)"
+    fig = loss_figure([{"epoch": e, "train_rmse": 3.0 / e} for e in range(1, 6)], title)
+    fig.canvas.draw()
+    box, page = fig.axes[0].title.get_window_extent(), fig.bbox
+    assert box.x0 >= page.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, (box, page)
+    assert "".join(fig.axes[0].get_title().split()) == "".join(title.split())   # all of it, only wrapped
+
+
+def test_the_report_says_which_models_a_run_trains():
+    from fkd.config import make_config
+    from fkd.report.page import _models
+
+    assert _models(make_config(preset="default")).startswith("fold 0 of a 4-fold split + 1 refit model on every row")
+    assert "+ 2 refit models" in _models(make_config(preset="best"))
+    assert _models(make_config(preset="quick", overrides=["epochs=6"])) == "3 folds, 6 epochs each"

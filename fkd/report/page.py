@@ -46,18 +46,30 @@ def _table(head: list[str], rows: list[list]) -> str:
 def _cv_section(cv: dict) -> str:
     if not cv:
         return "<p>No cv.json yet: the run is not finished (`fkd train` resumes it).</p>"
-    folds = [[r["fold"], r["best_epoch"], r["epochs_run"], r["val_rmse"], r["val_rmse_tta"], r["n_val"]]
-             for r in cv.get("fold_results", [])]
-    out = [_table(["", "without TTA", "with flip TTA", "mean keypoint"],
-                  [["CV RMSE", cv["cv_rmse_no_tta"], cv["cv_rmse_tta"], cv["mean_keypoint_rmse"]]]),
+    folds = [[r["fold"], r["best_epoch"], r.get("kept_epoch", r["best_epoch"]), r["epochs_run"], r["val_rmse"],
+              r["val_rmse_tta"], r["n_val"]] for r in cv.get("fold_results", [])]
+    views = "cv_rmse_flip_only" in cv                  # the TTA had shifted and zoomed views beside the flip
+    head = ["", "without TTA", "flip TTA", "flip + views (the CV)"] if views else ["", "without TTA", "flip TTA"]
+    row = ["CV RMSE", cv["cv_rmse_no_tta"], *([cv["cv_rmse_flip_only"]] if views else []), cv["cv_rmse_tta"]]
+    out = [_table(head + ["mean keypoint"], [row + [cv["mean_keypoint_rmse"]]]),
            f"<p>{html.escape(folds_line(cv))}</p>"]
     if cv.get("submission"):
         out.append(f"<p>The submission averages {html.escape(', '.join(cv['submission']['models']))}; this CV is "
                    f"{html.escape(cv['submission']['cv_estimates'])}.</p>")
-    out.append(_table(["fold", "best epoch", "epochs", "val RMSE", "with TTA", "faces"], folds))
+    out.append(_table(["fold", "best epoch", "weights of epoch", "epochs", "val RMSE",
+                       f"flip TTA (constant {cv.get('flip_const', '-')})", "faces"], folds))
     out.append(_table(["source", "RMSE"], [["fully labelled", cv["rmse_full"]], ["common 8 only", cv["rmse_common"]]]))
     out.append(_table(["keypoint", "RMSE"], [[k, v] for k, v in cv["per_keypoint"].items()]))
     return "\n".join(out)
+
+
+def _models(cfg) -> str:
+    """What the run trains, e.g. 'fold 0 of a 4-fold split + 1 refit model on every row, 45 epochs each'."""
+    trained = list(cfg.train_folds or range(cfg.folds))
+    folds = (f"{cfg.folds} folds" if len(trained) == cfg.folds
+             else f"fold{'s' if len(trained) > 1 else ''} {', '.join(map(str, trained))} of a {cfg.folds}-fold split")
+    refit = f" + {cfg.refit} refit model{'s' if cfg.refit > 1 else ''} on every row" if cfg.refit else ""
+    return f"{folds}{refit}, {cfg.epochs} epochs each"
 
 
 def _submissions(run: str) -> str:
@@ -82,8 +94,8 @@ def write_report(run_dir: str | Path) -> Path:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(run_dir.name)}</h1>
-<p class="note">{html.escape(COMP.title)}: {html.escape(cfg.model)}/{html.escape(cfg.head)}, {cfg.folds} folds x
-{cfg.epochs} epochs, preset {html.escape(cfg.preset)}; data {html.escape(str(meta.get("data_dir")))}
+<p class="note">{html.escape(COMP.title)}: {html.escape(cfg.model)}/{html.escape(cfg.head)},
+{html.escape(_models(cfg))}, preset {html.escape(cfg.preset)}; data {html.escape(str(meta.get("data_dir")))}
 (content hash {html.escape(str(meta.get("data_hash")))}); fkd {html.escape(str(meta.get("fkd_version")))}</p>
 <h2>Cross-validation</h2>{_cv_section(cv)}
 <h2>Curves</h2><div class="grid">{curves or '<p class="note">(no fold finished yet)</p>'}</div>
