@@ -52,6 +52,25 @@ def gone(pid: int, timeout: float = 15.0) -> bool:
     return False
 
 
+def sigterm_ends_children(cmd: list[str], n: int, env: dict | None = None, within: float = 120.0) -> None:
+    """Run cmd until it has n child processes, send it SIGTERM, and assert that every one of them ends too."""
+    import signal
+    import subprocess
+
+    parent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, kids = time.time() + within, []
+        while len(kids) < n and time.time() < deadline and parent.poll() is None:
+            kids = children_of(parent.pid)
+            time.sleep(0.2)
+        assert len(kids) == n, f"{' '.join(cmd[2:4])}: {len(kids)} of its {n} child processes started"
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(30)
+        assert all(gone(k) for k in kids), f"a child process outlived {' '.join(cmd[2:4])}"
+    finally:
+        parent.kill()
+
+
 SLOW_FIXTURES = {"trained_run", "trains"}
 FAST_STEP_LIMIT = 200   # optimiser steps a fast-tier test may take (the speed tests take ~40, a budget probe 8)
 

@@ -237,27 +237,12 @@ def test_folds_side_by_side_one_process_each(practice_dir, tmp_path, monkeypatch
 
 def test_fkd_train_takes_its_fold_processes_with_it_on_sigterm(practice_dir, tmp_path):
     """Stopped with SIGTERM, `fkd train` with folds side by side ends its fold processes too."""
-    import signal
-    import time
-
-    from conftest import children_of, gone
+    from conftest import sigterm_ends_children
     sets = [a for s in TINY + ["epochs=500", "deterministic=false", f"runs_dir={tmp_path / 'runs'}"]
             for a in ("--set", s)]
-    parent = subprocess.Popen([sys.executable, "-m", "fkd", "train", "--data-dir", str(practice_dir), "--preset",
-                               "quick", *sets],
-                              env={**os.environ, "FKD_PARALLEL_FOLDS": "2"}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        deadline, workers = time.time() + 120, []
-        while len(workers) < 2 and time.time() < deadline and parent.poll() is None:
-            workers = children_of(parent.pid)
-            time.sleep(0.2)
-        assert len(workers) == 2, "the two fold processes never started"
-        parent.send_signal(signal.SIGTERM)
-        parent.wait(30)
-        assert all(gone(w) for w in workers), "a fold process outlived fkd train"
-    finally:
-        parent.kill()
+    sigterm_ends_children([sys.executable, "-m", "fkd", "train", "--data-dir", str(practice_dir), "--preset", "quick",
+                           *sets], 2, env={**os.environ, "FKD_PARALLEL_FOLDS": "2"})
+
 
 # -------------------------------------------------------------------------- the official CLI against fkd serve
 def test_the_kaggle_cli_kernels_and_quota_commands_pass_against_fkd_serve(practice_dir, tmp_path, monkeypatch,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import children_of, gone, unavailable
+from conftest import children_of, gone, sigterm_ends_children, unavailable
 
 from fkd.config import make_config
 
@@ -236,18 +236,7 @@ def test_fkd_tune_takes_its_workers_with_it_on_sigterm(practice_dir, tmp_path, t
     cmd = [sys.executable, "-m", "fkd", "tune", "--data-dir", str(practice_dir), "--preset", "quick",
            *[a for s in FAST + ["epochs=50"] for a in ("--set", s)], "--workers", "2", "--trials", "4",
            "--storage", f"sqlite:///{tmp_path / 'w.db'}", "--study", "sig", "--space", small_space(tmp_path)]
-    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, workers = time.time() + 120, []
-        while len(workers) < 2 and time.time() < deadline:
-            workers = children_of(parent.pid)
-            time.sleep(0.2)
-        assert len(workers) == 2, "the two workers never started"
-        parent.send_signal(signal.SIGTERM)
-        parent.wait(30)
-        assert all(gone(w) for w in workers), "a tune worker outlived fkd tune"
-    finally:
-        parent.kill()
+    sigterm_ends_children(cmd, 2)                        # both tune workers end with fkd tune
 
 
 def test_a_second_study_of_the_same_name_trains_its_own_trials(practice_dir, tmp_path, capsys, trains):

@@ -173,6 +173,23 @@ def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, f
     return FaceDataset(images, kp, src, Augmenter.of(cfg, epoch=0), teach)
 
 
+def train_epochs(state: FoldState, ds: FaceDataset, cfg: Config, dev, amp, share, key: int, label: str,
+                 progress: bool):
+    """Each epoch left in a model's schedule, trained: yields (epoch, train stats, start time) for the caller to
+    finish. Its randomness is seeded from (seed, key, epoch), key a fold's number or a refit model's."""
+    workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
+    for epoch in range(state.start, cfg.epochs):
+        t0, seed = time.time(), epoch_seed(cfg, key, epoch)
+        torch.manual_seed(seed)
+        ds.aug = Augmenter.of(cfg, epoch)
+        loader = epoch_loader(ds, cfg, dev, seed, workers)
+        stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
+                                desc=f"{label} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
+                                step=epoch * len(loader), share_cores=share)
+        state.swa_step(cfg, epoch)
+        yield epoch, stats, t0
+
+
 def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int, run_dir: Path,
                report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
     """Train one fold; returns its result (best epoch, validation RMSE with/without TTA) and writes fold<k>/.
@@ -189,17 +206,8 @@ def train_fold(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: int,
     ds = fold_dataset(cfg, data, folds, fold, ctx.tr, dev, amp)
     state = build_fold_state(cfg, data, ctx.tr, fold, dev, len(ds))
     resume(state, fdir / "last.pt", cfg, dev, fold)
-    workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
     curves = Curves(fdir)            # TensorBoard: `make board`
-    for epoch in range(state.start, cfg.epochs):
-        t0, seed = time.time(), epoch_seed(cfg, fold, epoch)
-        torch.manual_seed(seed)
-        ds.aug = Augmenter.of(cfg, epoch)
-        loader = epoch_loader(ds, cfg, dev, seed, workers)
-        stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
-                                desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
-                                step=epoch * len(loader), share_cores=share)
-        state.swa_step(cfg, epoch)
+    for epoch, stats, t0 in train_epochs(state, ds, cfg, dev, amp, share, fold, f"fold {fold}", progress):
         val = end_epoch(state, ctx, epoch, stats, time.time() - t0)
         curves.epoch(epoch + 1, state.history[-1])
         if report is not None:

@@ -16,18 +16,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import atomic
 from ..competition.data import CompetitionData
 from ..config import Config
-from ..device import default_workers
 from ..plots import loss_curve
 from . import runfiles
-from .augment import Augmenter
 from .curves import Curves
-from .dataset import epoch_loader, epoch_seed
-from .loop import build_fold_state, fold_dataset, resume, save_last, setup_device, train_one_epoch
+from .loop import build_fold_state, fold_dataset, resume, save_last, setup_device, train_epochs
 
 SEED_OFFSET = 1000     # refit i draws its randomness as fold SEED_OFFSET + i would: never a fold's own seeds
 
@@ -43,17 +39,8 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progr
     ds = fold_dataset(cfg, data, None, None, rows, dev, amp)
     state = build_fold_state(cfg, data, rows, seed_fold, dev, len(ds))
     resume(state, rdir / "last.pt", cfg, dev, seed_fold)
-    workers = 0 if cfg.deterministic else (default_workers(dev) if cfg.workers < 0 else cfg.workers)
     curves = Curves(rdir)            # TensorBoard: `make board`
-    for epoch in range(state.start, cfg.epochs):
-        t0, seed = time.time(), epoch_seed(cfg, seed_fold, epoch)
-        torch.manual_seed(seed)
-        ds.aug = Augmenter.of(cfg, epoch)
-        loader = epoch_loader(ds, cfg, dev, seed, workers)
-        stats = train_one_epoch(state.model, loader, state.opt, state.sched, state.ema, dev, amp, cfg,
-                                desc=f"refit {i} epoch {epoch + 1}/{cfg.epochs}", progress=progress,
-                                step=epoch * len(loader), share_cores=share)
-        state.swa_step(cfg, epoch)
+    for epoch, stats, t0 in train_epochs(state, ds, cfg, dev, amp, share, seed_fold, f"refit {i}", progress):
         state.history.append({"epoch": epoch + 1, "train_rmse": round(stats["train_rmse"], 5),
                               "lr": state.opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)})
         save_last(state, epoch, cfg, rdir / "last.pt")

@@ -7,12 +7,27 @@ stream of `kaggle kernels logs -f`. A mixin of the Handler in routes.py.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ...competition import COMP
 from .catalogue import page
+
+
+def owned(route):
+    """A route about one kernel the caller may read (404/403 answered otherwise): called with the request, the
+    caller's team, the kernel's owner, slug and metadata, and the version the request names (None: no such one)."""
+    @functools.wraps(route)
+    def with_kernel(self, req, team):
+        found = self._owned(req, team)
+        if found is None:
+            return None
+        owner, slug, meta = found
+        return route(self, req, team, owner, slug, meta,
+                     self.state.kernels.version(owner, slug, str(req.get("versionLabel") or "")))
+    return with_kernel
 
 
 class KernelRoutes:
@@ -55,21 +70,14 @@ class KernelRoutes:
         self._json(200, {"ref": f"/code/{owner}/{slug}", "url": f"https://www.kaggle.com/code/{owner}/{slug}",
                          "versionNumber": n, "kernelId": abs(hash((owner, slug))) % 10**8})
 
-    def _kapi_GetKernelSessionStatus(self, req, team):
-        found = self._owned(req, team)
-        if found is None:
-            return
-        v = self.state.kernels.version(found[0], found[1], str(req.get("versionLabel") or ""))
+    @owned
+    def _kapi_GetKernelSessionStatus(self, req, team, owner, slug, meta, v):
         if v is None:
-            return self._error(404, f"no version {req.get('versionLabel')} of {found[0]}/{found[1]}")
+            return self._error(404, f"no version {req.get('versionLabel')} of {owner}/{slug}")
         self._json(200, {"status": v["status"], "failureMessage": v["failure"] or ""})
 
-    def _kapi_ListKernelSessionOutput(self, req, team):
-        found = self._owned(req, team)
-        if found is None:
-            return
-        owner, slug, _ = found
-        v = self.state.kernels.version(owner, slug, str(req.get("versionLabel") or ""))
+    @owned
+    def _kapi_ListKernelSessionOutput(self, req, team, owner, slug, meta, v):
         if v is None:
             return self._error(404, "no such version")
         n = v["version"]
@@ -89,12 +97,8 @@ class KernelRoutes:
                 "currentVersionNumber": vs[-1]["version"] if vs else 0,
                 "lastRunTime": vs[-1]["created"] if vs else None, "totalVotes": 0}
 
-    def _kapi_GetKernel(self, req, team):
-        found = self._owned(req, team)
-        if found is None:
-            return
-        owner, slug, meta = found
-        v = self.state.kernels.version(owner, slug, str(req.get("versionLabel") or ""))
+    @owned
+    def _kapi_GetKernel(self, req, team, owner, slug, meta, v):
         self._json(200, {"metadata": self._kernel_metadata(owner, slug, meta),
                          "blob": {"source": (v or {}).get("source") or "", "language": meta.get("language"),
                                   "kernelType": meta.get("kernelType"), "slug": slug}})
@@ -109,24 +113,18 @@ class KernelRoutes:
         chunk, nxt = page(rows, req, default_size=20, max_size=100)
         self._json(200, {"kernels": chunk, "nextPageToken": nxt})
 
-    def _kapi_ListKernelFiles(self, req, team):
-        found = self._owned(req, team)
-        if found is None:
-            return
-        owner, slug, meta = found
-        v = self.state.kernels.version(owner, slug, str(req.get("versionLabel") or ""))
+    @owned
+    def _kapi_ListKernelFiles(self, req, team, owner, slug, meta, v):
         files = [{"name": meta["code_file"], "size": len((v or {}).get("source") or ""),
                   "creationDate": (v or {}).get("created")}]
         chunk, nxt = page(files, req, default_size=20, max_size=100)
         self._json(200, {"files": chunk, "nextPageToken": nxt})
 
-    def _kapi_DeleteKernel(self, req, team):
-        found = self._owned(req, team)
-        if found is None:
-            return
-        if found[0] != team:
+    @owned
+    def _kapi_DeleteKernel(self, req, team, owner, slug, meta, v):
+        if owner != team:
             return self._error(403, "Permission 'kernels.delete' was denied")
-        self.state.kernels.delete(found[0], found[1])
+        self.state.kernels.delete(owner, slug)
         self._json(200, {"errorMessage": ""})
 
     def _kapi_GetAcceleratorQuotaStatistics(self, req, team):
