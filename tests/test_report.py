@@ -60,3 +60,13 @@ def test_the_report_says_which_models_a_run_trains():
     assert _models(make_config(preset="default")).startswith("fold 0 of a 4-fold split + 1 refit model on every row")
     assert "+ 2 refit models" in _models(make_config(preset="best"))
     assert _models(make_config(preset="quick", overrides=["epochs=6"])) == "3 folds, 6 epochs each"
+
+
+def test_the_report_shows_the_views_column_only_where_views_were_used():
+    from fkd.report.page import _cv_section
+
+    cv = {"cv_rmse_no_tta": 2.0, "cv_rmse_tta": 1.8, "cv_rmse_flip_only": 1.9, "mean_keypoint_rmse": 5.0,
+          "tta_views_weight": 0.9, "fold_results": [], "rmse_full": 1.9, "rmse_common": 1.7, "per_keypoint": {},
+          "folds_by": "groups", "flip_const": 97.0}
+    assert "flip + views (the CV)" in _cv_section(cv) and "1.9000" in _cv_section(cv)
+    assert "flip + views" not in _cv_section({**cv, "tta_views_weight": 0.0})

@@ -48,7 +48,7 @@ def _cv_section(cv: dict) -> str:
         return "<p>No cv.json yet: the run is not finished (`fkd train` resumes it).</p>"
     folds = [[r["fold"], r["best_epoch"], r.get("kept_epoch", r["best_epoch"]), r["epochs_run"], r["val_rmse"],
               r["val_rmse_tta"], r["n_val"]] for r in cv.get("fold_results", [])]
-    views = "cv_rmse_flip_only" in cv                  # the TTA had shifted and zoomed views beside the flip
+    views = bool(cv.get("tta_views_weight"))          # shifted and zoomed views joined the flip (weight > 0)
     head = ["", "without TTA", "flip TTA", "flip + views (the CV)"] if views else ["", "without TTA", "flip TTA"]
     row = ["CV RMSE", cv["cv_rmse_no_tta"], *([cv["cv_rmse_flip_only"]] if views else []), cv["cv_rmse_tta"]]
     out = [_table(head + ["mean keypoint"], [row + [cv["mean_keypoint_rmse"]]]),
