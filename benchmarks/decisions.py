@@ -33,6 +33,14 @@ ROWS = {   # name -> (label, --set overrides)
     "x8-e51-lr3": ("51 epochs, lr 3e-3", ["epochs=51", "lr=3e-3"]),
     "x6-e30-aug15": ("30 epochs, augmentation 1.5 (rotation 27 deg, zoom 18 %) instead of 1.0",
                      ["epochs=30", "aug=1.5"]),
+    "x10-e30-rot30": ("30 epochs, wider rotation and zoom only (30 deg, 20 %; photometric as before)",
+                      ["epochs=30", "rotate=30", "scale=0.2"]),
+    "x11-e30-cutout": ("30 epochs, CoarseDropout p 0.5 (1-3 holes of 8-20 px)", ["epochs=30", "cutout=0.5"]),
+    "x12-e30-augend": ("30 epochs, augmentation 0.5 over the last quarter (strong, then weaker)",
+                       ["epochs=30", "aug_end=0.5"]),
+    "x13-e30-swa": ("30 epochs, SWA over the last 25 % of the epochs", ["epochs=30", "swa=0.25"]),
+    "x16-e30-seed1": ("30 epochs, training seed 1 instead of 42, the same split (paired seed noise)",
+                      ["epochs=30", "seed=1", "split_seed=42"]),
 }
 
 
