@@ -94,6 +94,21 @@ class Config:
     pseudo: bool = False           # the teacher also labels the test faces, which train beside the rows (reads the
                                    # test images; fkd/learn/teacher.py pseudo_rows)
 
+    def trained_folds(self) -> list[int]:
+        """The folds a run trains: train_folds, or every fold where it is empty."""
+        return list(self.train_folds) or list(range(self.folds))
+
+    def models_line(self, resolved: bool = False) -> str:
+        """What a run of this config trains, in words, e.g. 'fold 0 of a 4-fold split + 1 refit model on every
+        row, the epochs that fit 27 min here' (resolved: the epochs as recorded, '45 epochs each')."""
+        k = self.trained_folds()
+        folds = (f"{self.folds} folds" if len(k) == self.folds
+                 else f"fold{'s' if len(k) > 1 else ''} {', '.join(map(str, k))} of a {self.folds}-fold split")
+        refit = f" + {self.refit} refit model{'s' if self.refit > 1 else ''} on every row" if self.refit else ""
+        budget = self.budget_min > 0 and not resolved
+        return f"{folds}{refit}, " + (f"the epochs that fit {self.budget_min:g} min here" if budget
+                                      else f"{self.epochs} epochs each")
+
     def fold_seed(self) -> int:
         """The seed of the data split (folds, limit_train rows): split_seed, or seed where it is -1."""
         return self.seed if self.split_seed < 0 else self.split_seed

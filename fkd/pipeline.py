@@ -134,10 +134,9 @@ def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: flo
     cfg = make_config(preset=preset, config_file=config_file, overrides=list(overrides), data_dir=str(dest))
     if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
         cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
-    epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
     where_train = f"in a Kaggle kernel ({remote.accelerator})" if remote else "here"
-    print(f"[2/4] train {where_train}: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.folds} folds "
-          f"x {epochs}); a finished run with this config and data is reused", flush=True)
+    print(f"[2/4] train {where_train}: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.models_line()}); "
+          "a finished run with this config and data is reused", flush=True)
     cv = train(cfg, remote)
     print(format_cv(cv))
     there = destination()

@@ -55,11 +55,13 @@ def test_a_curves_title_is_never_cut_off():
 
 def test_the_report_says_which_models_a_run_trains():
     from fkd.config import make_config
-    from fkd.report.page import _models
 
-    assert _models(make_config(preset="default")).startswith("fold 0 of a 4-fold split + 1 refit model on every row")
-    assert "+ 2 refit models" in _models(make_config(preset="best"))
-    assert _models(make_config(preset="quick", overrides=["epochs=6"])) == "3 folds, 6 epochs each"
+    default = make_config(preset="default")
+    assert default.models_line() == ("fold 0 of a 4-fold split + 1 refit model on every row, the epochs that fit 27 "
+                                     "min here")
+    assert default.models_line(resolved=True).endswith(", 40 epochs each")
+    assert "+ 2 refit models" in make_config(preset="best").models_line()
+    assert make_config(preset="quick", overrides=["epochs=6"]).models_line() == "3 folds, 6 epochs each"
 
 
 def test_the_report_shows_the_views_column_only_where_views_were_used():

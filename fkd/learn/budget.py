@@ -40,7 +40,7 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     t_start = time.time()
     s = probe_speed(cfg, data)
     epochs, fold_epoch_s = epochs_for(cfg, data, s, spent_s=time.time() - t_start)
-    folds = len(cfg.train_folds or range(cfg.folds))
+    folds = len(cfg.trained_folds())
     refits = f" + {cfg.refit} refit model(s) on every row" if cfg.refit else ""
     print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "
           f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
@@ -51,7 +51,7 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
 def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0) -> tuple[int, float]:
     """The epochs a model that cfg.budget_min minutes buy at probe figures s (seconds an image, training and
     prediction; seconds a checkpoint), after spent_s already gone, and the seconds of one fold epoch."""
-    folds = len(cfg.train_folds or range(cfg.folds))
+    folds = len(cfg.trained_folds())
     n = len(data.images) + (len(data.test_images) if cfg.pseudo else 0)     # pseudo rows train too
     n_val = len(data.images) / cfg.folds
     n_train = n - n_val

@@ -105,8 +105,7 @@ def collect_oof(run_dir: Path, n_rows: int, which: list[int]):
 def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, progress: bool = True) -> dict:
     """Train every fold (skipping finished ones), then score the out-of-fold predictions; writes cv.json."""
     data = training_data(cfg)
-    epochs = f"the epochs that fit {cfg.budget_min:g} min here" if cfg.budget_min > 0 else f"{cfg.epochs} epochs"
-    print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.folds} folds, {epochs}",
+    print(f"training {cfg.run_name()} on {cfg.data_dir}: {cfg.model}/{cfg.head}, {cfg.models_line()}",
           flush=True)   # announced once the data has loaded: a bad folder is one error line, nothing before it
     if cfg.teacher:  # a teacher on other data or another split is refused here, before any timing or training
         from .teacher import check_teacher
@@ -116,7 +115,7 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     run_dir, s = prepare_run(cfg, data)
     folds = s.folds
     atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
-    which = list(cfg.train_folds) or list(range(cfg.folds))
+    which = cfg.trained_folds()
     t0 = time.time()
     todo = [k for k in which if not (run_dir / f"fold{k}" / "result.json").is_file()]
     workers = workers_for(cfg)

@@ -63,15 +63,6 @@ def _cv_section(cv: dict) -> str:
     return "\n".join(out)
 
 
-def _models(cfg) -> str:
-    """What the run trains, e.g. 'fold 0 of a 4-fold split + 1 refit model on every row, 45 epochs each'."""
-    trained = list(cfg.train_folds or range(cfg.folds))
-    folds = (f"{cfg.folds} folds" if len(trained) == cfg.folds
-             else f"fold{'s' if len(trained) > 1 else ''} {', '.join(map(str, trained))} of a {cfg.folds}-fold split")
-    refit = f" + {cfg.refit} refit model{'s' if cfg.refit > 1 else ''} on every row" if cfg.refit else ""
-    return f"{folds}{refit}, {cfg.epochs} epochs each"
-
-
 def _submissions(run: str) -> str:
     rows = [r for r in ledger.rows() if r.get("run") == run]
     if not rows:
@@ -95,7 +86,8 @@ def write_report(run_dir: str | Path) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(run_dir.name)}</h1>
 <p class="note">{html.escape(COMP.title)}: {html.escape(cfg.model)}/{html.escape(cfg.head)},
-{html.escape(_models(cfg))}, preset {html.escape(cfg.preset)}; data {html.escape(str(meta.get("data_dir")))}
+{html.escape(cfg.models_line(resolved=True))}, preset {html.escape(cfg.preset)};
+data {html.escape(str(meta.get("data_dir")))}
 (content hash {html.escape(str(meta.get("data_hash")))}); fkd {html.escape(str(meta.get("fkd_version")))}</p>
 <h2>Cross-validation</h2>{_cv_section(cv)}
 <h2>Curves</h2><div class="grid">{curves or '<p class="note">(no fold finished yet)</p>'}</div>
