@@ -18,7 +18,7 @@ pass over a quarter as many and a `last.pt` checkpoint, all under torch.profiler
 The profiler's own chatter on stderr (kineto's USDT lines, "gpuGetDeviceCount failed" on a machine without a
 GPU) is silenced: it is not the user's error.
 Data: --data-dir, else ../shared/benchmarks/ytf15 beside the checkout, else the practice competition (made
-in a temporary folder; the run says so). Results also go to benchmarks/results/profile.json.
+in a temporary folder; the run says so). Results also go to --out (benchmarks/results/profile.json).
 """
 from __future__ import annotations
 
@@ -171,6 +171,7 @@ def main():
     ap.add_argument("--n", type=int, default=1024, help="training images in the profiled epoch")
     ap.add_argument("--presets", default="default,best", help="presets to profile, as they are in fkd/config.py")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile.json"), help="the JSON written")
     a = ap.parse_args()
     ddir, label = bench_data(a.data_dir)
     d = load_data(ddir)
@@ -203,7 +204,7 @@ def main():
         print(f"  {r['gflop_per_train_image']:.2f} GFLOP per training image (forward + backward) x "
               f"{r['train_img_per_s']:.0f} img/s = {r['achieved_tflops']:.3f} TFLOP/s: model FLOP utilisation "
               f"{100 * r['achieved_tflops'] / peak:.0f} % of the measured {'bf16' if amp else 'fp32'} peak")
-    out = ROOT / "benchmarks" / "results" / "profile.json"
+    out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": str(dev), "cpu": cpu, "autocast": str(amp), "peaks_tflops": peaks,
                                "data": label, "results": results}, indent=1))
