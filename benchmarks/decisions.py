@@ -42,6 +42,16 @@ ROWS = {   # name -> (label, --set overrides)
     "x16-e30-seed1": ("30 epochs, training seed 1 instead of 42, the same split (paired seed noise)",
                       ["epochs=30", "seed=1", "split_seed=42"]),
 }
+# the levers within a few times the seed noise, again with training seeds 1 and 2 on the same split
+SEEDS = {1: "x16-e30-seed1"}          # seed -> the 30-epoch reference row of that seed (seed 42: x0-e30)
+SEEDED = {"x12-e30-augend": ["aug_end=0.5"], "x13-e30-swa": ["swa=0.25"]}
+for _seed in (1, 2):
+    if _seed not in SEEDS:
+        SEEDS[_seed] = f"x0-e30-s{_seed}"
+        ROWS[SEEDS[_seed]] = (f"30 epochs, training seed {_seed}", ["epochs=30", f"seed={_seed}", "split_seed=42"])
+    for _name, _sets in SEEDED.items():
+        ROWS[f"{_name}-s{_seed}"] = (f"{ROWS[_name][0]}, training seed {_seed}",
+                                     ["epochs=30", *_sets, f"seed={_seed}", "split_seed=42"])
 
 
 def fold0(run: Path) -> dict | None:
@@ -70,10 +80,12 @@ def main() -> int:
     p.add_argument("--data-dir", default="competition/data/offline-ytf15")
     p.add_argument("--runs", default="runs/decisions", help="where the rows' runs live")
     p.add_argument("--run", action="store_true", help="train the rows that are missing")
+    p.add_argument("--only", default="", help="with --run: only these rows (comma-separated), e.g. to train in lanes")
     a = p.parse_args()
     runs = Path(a.runs)
+    only = set(filter(None, a.only.split(",")))
     for name, (_, sets) in ROWS.items():
-        if a.run and fold0(runs / name) is None:
+        if a.run and (not only or name in only) and fold0(runs / name) is None:
             cmd = [sys.executable, "-m", "fkd", "train", "--data-dir", a.data_dir, *PROTOCOL, "--set", f"name={name}",
                    "--set", f"runs_dir={runs}", *[x for s in sets for x in ("--set", s)]]
             print(" ".join(cmd[2:]), flush=True)
@@ -88,7 +100,27 @@ def main() -> int:
             continue
         delta = f"{r['tta'] - base['tta']:+.3f}" if base and name != "x0-e30" else ""
         print(f"| {label} | {r['epochs']} | {r['plain']:.3f} | {r['tta']:.3f} | {delta} |")
+    print_seeded(runs)
     return 0
+
+
+def print_seeded(runs: Path) -> None:
+    """Each seeded lever paired seed by seed against the 30-epoch row of the same training seed."""
+    import numpy as np
+
+    refs = {42: "x0-e30", **SEEDS}
+    print("\n| lever, paired against 30 epochs of the same seed (flip TTA) | seed 42 | seed 1 | seed 2 | mean ± std |")
+    print("|---|---|---|---|---|")
+    for name in SEEDED:
+        deltas = []
+        for seed, ref in refs.items():
+            r, b = fold0(runs / (name if seed == 42 else f"{name}-s{seed}")), fold0(runs / ref)
+            deltas.append(None if r is None or b is None else r["tta"] - b["tta"])
+        got = np.array([d for d in deltas if d is not None])
+        cells = " | ".join("–" if d is None else f"{d:+.3f}" for d in deltas)
+        summary = f"{got.mean():+.3f} ± {got.std(ddof=1) if len(got) > 1 else float('nan'):.3f} (n={len(got)})" \
+            if len(got) else ""
+        print(f"| {ROWS[name][0]} | {cells} | {summary} |")
 
 
 if __name__ == "__main__":
