@@ -11,6 +11,8 @@ from pathlib import Path
 
 HOST = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:40] or "host"
 TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[^.]+\.tmp")
+UMASK = os.umask(0o022)     # read once (it can only be read by setting it), then put back
+os.umask(UMASK)
 
 
 @contextlib.contextmanager
@@ -26,6 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)     # mkstemp makes 0600: give the file the mode a plain open() would
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

@@ -92,6 +92,27 @@ write_csv(pd.DataFrame({{'RowId': np.arange(1, 5000), 'Location': np.ones(4999)}
     assert not list(tmp_path.glob(".*.tmp*"))    # ...is swept by the next write into its folder
 
 
+def test_an_atomic_write_gets_the_mode_a_plain_write_would(tmp_path):
+    """mkstemp makes its files 0600: a run folder or submission shared with a team (or served by a web server)
+    would be unreadable to them. Written then renamed, a file still gets 0666 less the umask, as open() gives."""
+    import os
+    import stat
+
+    import fkd.atomic as a
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    for mask in (0o022, 0o077):
+        old = os.umask(mask)
+        try:
+            a.UMASK = mask
+            a.write_text(tmp_path / f"atomic-{mask:o}.txt", "x")
+        finally:
+            os.umask(old)
+            a.UMASK = old
+        assert stat.S_IMODE((tmp_path / f"atomic-{mask:o}.txt").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE(a.write_text(tmp_path / "atomic.txt", "x").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
 def test_predict_a_trained_run(practice_dir, tmp_path, trained_run):
     cfg, cv = trained_run
     assert cv["cv_rmse_tta"] <= cv["cv_rmse_no_tta"]      # flip TTA helps out of fold
