@@ -14,10 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import BEFORE_GROUPED
+
 ROOT = Path(__file__).resolve().parents[1]
 # the table was measured on the resnet18 flatten-head default; model and head are pinned so that the rows
 # reproduce it (the default is regnety_004 + SimCC since; docs/ablations.md)
-PROTOCOL = ["--fold", "0", "--set", "epochs=8", "--set", "model=resnet18", "--set", "head=flatten"]
+PROTOCOL = ["--fold", "0", "--set", "epochs=8", "--set", "model=resnet18", "--set", "head=flatten", *BEFORE_GROUPED]
 
 # name -> (lever, --set overrides)
 ROWS = {

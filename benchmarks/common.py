@@ -9,6 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 YTF15 = ROOT.parent / "shared" / "benchmarks" / "ytf15"
+# The default preset's settings before grouped folds (2026-11-30), as --set arguments: the tables measured then
+# (ablations.py, equal_time.py) pin them, so their rows still train what they trained then. Training fields first
+# (folds by rows, the best epoch's weights, one augmentation strength throughout), then what would only add work
+# or change the reported TTA (no refit model, flip TTA alone).
+BEFORE_GROUPED = [x for v in ("folds_by=rows", "fold_weights=best", "aug_end=-1", "refit=0", "tta_shift=0",
+                              "tta_scale=0") for x in ("--set", v)]
 
 
 def bench_data(arg: str | None, n_train: int = 2000) -> tuple[Path, str]:

@@ -4,8 +4,9 @@
     $ python benchmarks/decisions.py                                                  # print the table
 
 Protocol: the default preset's recipe as it was before this table (regnety_004 + SimCC, L1, flips about 97, lr 2e-3,
-onecycle, the fold keeps its best epoch), fold 0 of the grouped split (folds_by=groups, split seed 42), training
-seed 42, one lever changed a row; epochs fixed per row, so rows may train side by side. Figures: fold-0 RMSE
+onecycle, the fold keeps its best epoch, one augmentation strength throughout), fold 0 of the grouped split
+(folds_by=groups, split seed 42), training seed 42, one lever changed a row; epochs fixed per row, so rows may
+train side by side. Figures: fold-0 RMSE
 without TTA and with flip TTA (its constant fitted on the fold's own out-of-fold predictions). The schedule rows
 say what the minutes buy: 4 folds x 30 epochs (the 27-minute budget on this machine) cost as much as one fold
 and one model on every row at 51 epochs, or one model on every row at 90.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ["--preset", "default", "--set", "train_folds=0", "--set", "refit=0", "--set", "fold_weights=best",
-            "--set", "tta_shift=0", "--set", "tta_scale=0"]
+            "--set", "tta_shift=0", "--set", "tta_scale=0", "--set", "aug_end=-1"]
 ROWS = {   # name -> (label, --set overrides)
     "x0-e30": ("30 epochs (4 folds x 30 = the 27-minute default here)", ["epochs=30"]),
     "x9-e51": ("51 epochs (fold 0 + one refit model in the same minutes)", ["epochs=51"]),

@@ -21,11 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import BEFORE_GROUPED
+
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (42, 1, 2)
 MINUTES = 6.75
 TTA_CONST = "97.5"
-PROTOCOL = ["--set", "train_folds=0", "--set", "split_seed=42", "--set", "budget_min=0"]
+PROTOCOL = ["--set", "train_folds=0", "--set", "split_seed=42", "--set", "budget_min=0", *BEFORE_GROUPED]
 
 # name -> (label, --set overrides on the default preset, model resnet18 unless named; epochs that fit MINUTES here:
 # the budget probe run alone, 2-core AMD EPYC with AVX512-BF16, no AMX)
