@@ -271,6 +271,7 @@ def test_submit_end_to_end_offline(practice_dir, tmp_path, monkeypatch, capsys, 
     assert "FKD_KAGGLE_ENDPOINT" not in os.environ and "KAGGLE_USERNAME" not in os.environ  # restored
     out = capsys.readouterr().out
     assert "OFFLINE (no Kaggle credentials found)" in out and "Nothing here reached kaggle.com" in out
+    assert "[3/4] predict: fold0 + fold1 averaged, TTA on" in out          # the models the submission averages
     assert r["offline"] and Path("competition/data/offline-" + practice_dir.name, "training.csv").is_file()
     sub = Path(r["submission"]["file"])
     row = r["ledger"]
