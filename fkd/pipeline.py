@@ -128,6 +128,7 @@ def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: flo
     from .kaggle.download import download
     from .kaggle.upload import upload
     from .learn.cv import format_cv
+    from .learn.refit import what_is_submitted
 
     print(f"[1/4] data: {where()} -> {dest}", flush=True)
     download(dest)
@@ -146,8 +147,8 @@ def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: flo
               "(exactly once)", flush=True)
         info = {"file": earlier}
     else:
-        models = [f"fold{k}" for k in cfg.trained_folds()] + [f"refit{i}" for i in range(cfg.refit)]
-        print(f"[3/4] predict: {'the kernel made it' if remote else ' + '.join(models) + ' averaged'}, TTA "
+        models = " + ".join(what_is_submitted(cfg, cv)["models"])
+        print(f"[3/4] predict: {'the kernel made it' if remote else models + ' averaged'}, TTA "
               f"{'on' if cfg.tta else 'off'}", flush=True)
         info = kernel_submission(cfg) if remote else predict_run(cfg.run_dir(), tta=cfg.tta)
         print(f"      wrote {info['file']}" + (f"; {info['cv_estimates']}" if info.get("cv_estimates") else ""))
