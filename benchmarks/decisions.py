@@ -54,6 +54,18 @@ for _seed in (1, 2):
         ROWS[f"{_name}-s{_seed}"] = (f"{ROWS[_name][0]}, training seed {_seed}",
                                      ["epochs=30", *_sets, f"seed={_seed}", "split_seed=42"])
 
+# teacher labels as a refit model would get them from fold 0: a model of the same recipe and length, trained on the
+# same rows with another training seed, fills the values the student's rows have no full-source label for; paired
+# against the student's own seed without a teacher (the adopted default's recipe, aug_end=0.5)
+AUGEND = {42: "x12-e30-augend", 1: "x12-e30-augend-s1", 2: "x12-e30-augend-s2"}
+TEACHER_OF = {42: 1, 1: 2, 2: 42}     # student seed -> the seed of the model that teaches it
+TAUGHT = {s: f"x17-e30-teach-s{s}" for s in AUGEND}
+for _seed, _name in TAUGHT.items():
+    ROWS[_name] = (f"30 epochs, aug_end 0.5, teacher labels (weight 0.5) from the seed-{TEACHER_OF[_seed]} model, "
+                   f"training seed {_seed}",
+                   ["epochs=30", "aug_end=0.5", f"teacher={AUGEND[TEACHER_OF[_seed]]}", "teacher_weight=0.5",
+                    f"seed={_seed}", "split_seed=42"])
+
 
 def fold0(run: Path) -> dict | None:
     """Fold 0's RMSE without TTA and with flip TTA at the constant fitted on its own predictions."""
@@ -106,7 +118,11 @@ def main() -> int:
 
 
 def reference(name: str) -> str:
-    """The row a row is compared with: 30 epochs of its own training seed (seed 42's for the rest)."""
+    """The row a row is compared with: 30 epochs of its own training seed (seed 42's for the rest); a taught row,
+    the same seed's aug_end 0.5 row (its recipe without the teacher)."""
+    for seed, taught in TAUGHT.items():
+        if name == taught:
+            return AUGEND[seed]
     for seed, ref in SEEDS.items():
         if name.endswith(f"-s{seed}") and name != ref:
             return ref
@@ -130,6 +146,12 @@ def print_seeded(runs: Path) -> None:
         summary = f"{got.mean():+.3f} ± {got.std(ddof=1) if len(got) > 1 else float('nan'):.3f} (n={len(got)})" \
             if len(got) else ""
         print(f"| {ROWS[name][0]} | {cells} | {summary} |")
+    deltas = [(r, b) for s in (42, 1, 2) if (r := fold0(runs / TAUGHT[s])) and (b := fold0(runs / AUGEND[s]))]
+    if deltas:
+        d = np.array([r["tta"] - b["tta"] for r, b in deltas])
+        print(f"| teacher labels from another seed's model (a refit's from fold 0), vs aug_end 0.5 of the same seed "
+              f"| {' | '.join(f'{x:+.3f}' for x in d)} | {d.mean():+.3f} ± "
+              f"{d.std(ddof=1) if len(d) > 1 else float('nan'):.3f} (n={len(d)}) |")
 
 
 if __name__ == "__main__":

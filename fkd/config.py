@@ -93,6 +93,9 @@ class Config:
     teacher_weight: float = 0.5    # the teacher labels' loss weight, relative to the real labels' loss
     pseudo: bool = False           # the teacher also labels the test faces, which train beside the rows (reads the
                                    # test images; fkd/learn/teacher.py pseudo_rows)
+    refit_teacher: float = 0.0     # > 0: the run's own trained fold models label what the refit models' rows have no
+                                   # full-source label for, learned at this weight (fkd/learn/teacher.py
+                                   # fold_model_labels); 0 = off. Fold models (the CV) are unchanged by it
 
     def trained_folds(self) -> list[int]:
         """The folds a run trains: train_folds, or every fold where it is empty."""
@@ -138,7 +141,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
                                                "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo",
-                                               "swa")}
+                                               "swa", "refit_teacher")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -303,6 +306,9 @@ def validate(cfg: Config) -> None:
         (not (cfg.refit and cfg.teacher and cfg.teacher_weight > 0),
          "refit with teacher labels of the training rows is not supported (no teacher fold is nested for a model of "
          "every row); --set teacher_weight=0 keeps the pseudo-labelled test faces only"),
+        (cfg.refit_teacher >= 0, "refit_teacher must be >= 0 (the weight of the fold models' labels in a refit)"),
+        (not (cfg.refit_teacher and not cfg.refit),
+         "refit_teacher teaches refit models: add --set refit=1 (or more), or --set refit_teacher=0"),
         (not cfg.pseudo or bool(cfg.teacher),
          "pseudo=1 needs a teacher run to label the test faces: --set teacher=RUN"),
         (cfg.simcc_sigma > 0, "simcc_sigma must be > 0 (pixels)"),

@@ -151,3 +151,53 @@ def test_pseudo_labelled_test_faces_train_beside_the_rows_nested(trained_run, tm
     assert f"{len(images)} test faces labelled by" in capsys.readouterr().out and cv["cv_rmse"] > 0
     with pytest.raises(FkdError, match="pseudo=1 needs a teacher"):
         make_config(preset="quick", overrides=["pseudo=1"])
+
+
+def test_refit_models_learn_what_rows_lack_from_their_own_runs_fold_models(practice_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    """--set refit_teacher=W: once the folds are trained, their models (averaged, flip TTA at the constant fitted out
+    of fold) label every value a training row has no full-source label for, and the refit model learns those at
+    weight W; the fold models train without teacher labels, as the CV they give is measured without."""
+    from fkd.learn.cv import run_cv, training_data
+    from fkd.learn.models import load_fold_model, predict_images
+    from fkd.learn.models.model import KeypointModel
+
+    calls = {"fold": [], "refit": []}                # (teacher labels given, weight) of every training step
+    phase = ["fold"]
+    real = KeypointModel.forward
+
+    def spy(self, x, src, target=None, teacher=None, teacher_weight=0.0):
+        if target is not None and self.training:
+            calls[phase[0]].append((teacher is not None, teacher_weight))
+        return real(self, x, src, target, teacher=teacher, teacher_weight=teacher_weight)
+    monkeypatch.setattr(KeypointModel, "forward", spy)
+    import fkd.learn.cv as cv_module
+    given = []
+    real_refit = cv_module.train_refit
+
+    def refit(*a, **kw):
+        phase[0] = "refit"
+        given.append(kw["teach"])
+        return real_refit(*a, **kw)
+    monkeypatch.setattr(cv_module, "train_refit", refit)
+
+    cfg = make_config(preset="quick", overrides=TINY + ["epochs=2", "refit=1", "refit_teacher=0.7", "limit_train=160"],
+                      data_dir=str(practice_dir), runs_dir=str(tmp_path))
+    cv = run_cv(cfg, progress=False)
+    assert calls["fold"] and set(calls["fold"]) == {(False, 0.0)}
+    assert calls["refit"] and set(calls["refit"]) == {(True, 0.7)}
+    assert "teacher-labelled keypoints from this run's fold models (weight 0.7)" in capsys.readouterr().out
+
+    data = training_data(cfg)
+    teach = given[0]
+    have_full = np.isfinite(data.keypoints) & (data.source == FULL)[:, None]
+    assert np.array_equal(np.isfinite(teach), ~have_full) and (~have_full).sum() > 0
+    full = np.full(len(data.images), FULL, np.int64)
+    dev = torch.device("cpu")
+    mean = np.mean([predict_images(load_fold_model(cfg, cfg.run_dir() / f"fold{k}" / "best.pt", dev), data.images,
+                                   full, dev, None, tta=True, flip_const=cv["tta_flip_const"]) for k in (0, 1)], 0)
+    np.testing.assert_allclose(teach[~have_full], mean[~have_full], atol=0.05)   # the folds' average (bf16 aside)
+    assert "taught by the fold models" in cv["submission"]["cv_estimates"]
+    assert cfg.fingerprint() != dataclasses.replace(cfg, refit_teacher=0.0).fingerprint()
+    with pytest.raises(FkdError, match="refit_teacher teaches refit models"):
+        make_config(preset="quick", overrides=["refit_teacher=0.5", "refit=0"])

@@ -123,8 +123,10 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
         train_side_by_side(cfg, run_dir, todo, workers)
     results = [train_fold(cfg, data, folds, k, run_dir, report=report if k == which[0] else None, progress=progress)
                for k in which]
-    refits = [train_refit(cfg, data, i, run_dir, progress=progress) for i in range(cfg.refit)]
     cv = score_oof(cfg, data, folds, run_dir, which, results)
+    unfinished = any(not (run_dir / f"refit{i}" / "result.json").is_file() for i in range(cfg.refit))
+    teach = refit_teach(cfg, data, run_dir, which, cv) if unfinished else None
+    refits = [train_refit(cfg, data, i, run_dir, teach=teach, progress=progress) for i in range(cfg.refit)]
     cv.update(refit_results=refits, submission=what_is_submitted(cfg, cv))
     cv.update(folds_by=cfg.folds_by, near_twin_share=s.twin_share(cfg.group_z, which),
               groups=None if s.groups is None else {"n": int(s.groups.group.max() + 1),
@@ -134,6 +136,17 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     atomic.write_json(run_dir / "cv.json", cv)
     atomic.write_text(run_dir / "cv.txt", format_cv(cv))
     return cv
+
+
+def refit_teach(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], cv: dict) -> np.ndarray | None:
+    """With refit_teacher > 0 the labels a refit model learns from the run's fold models (fkd/learn/teacher.py)."""
+    if not cfg.refit_teacher:
+        return None
+    from ..device import select_device
+    from .teacher import fold_model_labels
+
+    dev, amp = select_device(cfg.device, cfg.amp)
+    return fold_model_labels(cfg, data, run_dir, which, cv["tta_flip_const"], dev, amp)
 
 
 def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Path, which: list[int],

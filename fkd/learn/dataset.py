@@ -16,10 +16,13 @@ from .augment import Augmenter
 
 class FaceDataset(torch.utils.data.Dataset):
     """Training faces with per-sample seeded augmentation; yields uint8 image, keypoints (NaN = masked), source,
-    and with teacher labels (N, 30) given, the sample's teacher labels moved by the same augmentation."""
+    and with teacher labels (N, 30) given, the sample's teacher labels moved by the same augmentation (learned at
+    teacher_weight times the real labels' loss)."""
 
-    def __init__(self, images, keypoints, source, aug: Augmenter | None, teacher: np.ndarray | None = None):
+    def __init__(self, images, keypoints, source, aug: Augmenter | None, teacher: np.ndarray | None = None,
+                 teacher_weight: float = 0.0):
         self.images, self.kp, self.source, self.aug, self.teacher = images, keypoints, source, aug, teacher
+        self.teacher_weight = teacher_weight
         self.epoch_seed = 0
 
     def __len__(self):

@@ -153,24 +153,30 @@ def save_last(state: FoldState, epoch: int, cfg: Config, path: Path) -> None:
 
 
 def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, fold: int | None, tr: np.ndarray,
-                 dev, amp) -> FaceDataset:
+                 dev, amp, teach: np.ndarray | None = None) -> FaceDataset:
     """The training faces of a fold (fold None: a refit model, every row) with their augmentation; teacher labels
-    when cfg.teacher names a run, and with pseudo=1 the test faces the teacher labelled (fkd/learn/teacher.py)."""
+    when cfg.teacher names a run (or given: a refit's from its run's fold models), and with pseudo=1 the test faces
+    the teacher labelled (fkd/learn/teacher.py)."""
     from . import teacher
 
-    images, kp, src, teach = data.images[tr], data.keypoints[tr], data.source[tr], None
+    images, kp, src = data.images[tr], data.keypoints[tr], data.source[tr]
     who = f"fold {fold}" if fold is not None else "refit"
-    if cfg.teacher and cfg.teacher_weight > 0 and fold is not None:
-        teach = teacher.teacher_labels(cfg, data, folds, fold, dev, amp)
+    weight = 0.0
+    if teach is not None:
+        weight = cfg.refit_teacher
+        print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from this run's fold models "
+              f"(weight {weight:g})", flush=True)
+    elif cfg.teacher and cfg.teacher_weight > 0 and fold is not None:
+        teach, weight = teacher.teacher_labels(cfg, data, folds, fold, dev, amp), cfg.teacher_weight
         print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {cfg.teacher} "
-              f"(weight {cfg.teacher_weight:g})", flush=True)
+              f"(weight {weight:g})", flush=True)
     if cfg.pseudo:
         pi, pk, ps = teacher.pseudo_rows(cfg, data, fold, dev, amp)
         images, kp, src = np.concatenate([images, pi]), np.concatenate([kp, pk]), np.concatenate([src, ps])
         teach = None if teach is None else np.concatenate([teach, np.full(pk.shape, np.nan, np.float32)])
         print(f"{who}: {len(pi)} test faces labelled by {cfg.teacher} join its {len(tr)} training faces "
               "(pseudo=1)", flush=True)
-    return FaceDataset(images, kp, src, Augmenter.of(cfg, epoch=0), teach)
+    return FaceDataset(images, kp, src, Augmenter.of(cfg, epoch=0), teach, weight)
 
 
 def train_epochs(state: FoldState, ds: FaceDataset, cfg: Config, dev, amp, share, key: int, label: str,
@@ -294,6 +300,7 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
     n_val = torch.zeros((), device=dev, dtype=torch.int64)
     n_img = 0
     per_step = not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    teacher_weight = getattr(loader.dataset, "teacher_weight", 0.0)   # FaceDataset's: a fold's or a refit's own
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     batches = iter(bar)
     while True:
@@ -309,7 +316,7 @@ def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc:
             kp, src = kp.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
             teach = teach[0].to(dev, non_blocking=True) if teach else None
         with record_function("forward + loss"), autocast(dev, amp):
-            out = model(x, src, kp, teacher=teach, teacher_weight=cfg.teacher_weight)
+            out = model(x, src, kp, teacher=teach, teacher_weight=teacher_weight)
         with record_function("backward"):
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()

@@ -28,15 +28,17 @@ from .loop import build_fold_state, fold_dataset, resume, save_last, setup_devic
 SEED_OFFSET = 1000     # refit i draws its randomness as fold SEED_OFFSET + i would: never a fold's own seeds
 
 
-def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, progress: bool = True) -> dict:
-    """Train refit model i on every training row; writes refit<i>/ (model.pt, metrics.csv, loss.png, result.json)."""
+def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach: np.ndarray | None = None,
+                progress: bool = True) -> dict:
+    """Train refit model i on every training row; writes refit<i>/ (model.pt, metrics.csv, loss.png, result.json).
+    teach: (N, 30) labels from the run's fold models for the values rows have none for (refit_teacher > 0)."""
     rdir = run_dir / f"refit{i}"
     if (rdir / "result.json").is_file():
         return json.loads((rdir / "result.json").read_text())
     rdir.mkdir(parents=True, exist_ok=True)
     dev, amp, share = setup_device(cfg)
     rows, seed_fold = np.arange(len(data.images)), SEED_OFFSET + i
-    ds = fold_dataset(cfg, data, None, None, rows, dev, amp)
+    ds = fold_dataset(cfg, data, None, None, rows, dev, amp, teach=teach)
     state = build_fold_state(cfg, data, rows, seed_fold, dev, len(ds))
     resume(state, rdir / "last.pt", cfg, dev, seed_fold)
     curves = Curves(rdir)            # TensorBoard: `make board`
@@ -67,9 +69,12 @@ def what_is_submitted(cfg: Config, cv: dict) -> dict:
     models = [f"fold{k}" for k in folds] + [f"refit{i}" for i in range(cfg.refit)]
     share = f"{(cfg.folds - 1) / cfg.folds:.0%}"
     if cfg.refit:
+        taught = (f", taught by the fold model{'s' if len(folds) > 1 else ''} where rows lack labels"
+                  if cfg.refit_teacher else "")
         estimate = (f"the out-of-fold error of fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} "
                     f"(models of the same recipe and epochs trained on {share} of the rows): a slightly pessimistic "
-                    f"estimate of an average of {len(models)} models, {cfg.refit} of them trained on every row")
+                    f"estimate of an average of {len(models)} models, {cfg.refit} of them trained on every "
+                    f"row{taught}")
     else:
         estimate = (f"the out-of-fold error of the {len(folds)} fold model(s) (each trained on {share} of the rows); "
                     "the submission averages them, which is usually a little better than one")

@@ -14,6 +14,10 @@ another split.
 
     $ fkd train --preset default --set teacher=default-resnet18-59356394-offline-ytf15 --set name=student
 
+With --set refit_teacher=0.5 a run's refit models learn the same kind of labels from the run's own fold models
+(`fold_model_labels`), trained just before them: no second run. A refit model is never scored out of fold, so no
+nesting is needed; the fold models, and the CV they give, are exactly as without it.
+
 With --set pseudo=1 the teacher also labels the test faces, which then train the student beside its rows
 (`pseudo_rows`; nested the same way). That reads the test images: the competition's rules do not forbid it,
 but a submission made so has seen the test faces (unlabelled). --set teacher_weight=0 keeps only that part.
@@ -76,6 +80,18 @@ def teacher_labels(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: 
     pred = predict_images(model, data.images[tr], full, dev, amp, tta=True, flip_const=tta_const,
                           channels_last=tcfg.channels_last)
     return fill_missing(data.keypoints[tr], data.source[tr], pred, cfg.source_aware)
+
+
+def fold_model_labels(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], tta_const: float,
+                      dev: torch.device, amp) -> np.ndarray:
+    """(N, 30) labels for a run's refit models (refit_teacher > 0): its trained fold models, averaged, predict the
+    fully labelled source's 30 values of every training row with flip TTA (at the constant fitted out of fold);
+    NaN where a real full-source label exists. The values filled are ones no fold model had a label for either."""
+    full = np.full(len(data.images), FULL, np.int64)
+    pred = np.mean([predict_images(load_fold_model(cfg, run_dir / f"fold{k}" / "best.pt", dev), data.images, full,
+                                   dev, amp, tta=True, flip_const=tta_const, channels_last=cfg.channels_last)
+                    for k in which], 0)
+    return fill_missing(data.keypoints, data.source, pred, cfg.source_aware)
 
 
 def fill_missing(keypoints: np.ndarray, source: np.ndarray, pred: np.ndarray, source_aware: bool) -> np.ndarray:
