@@ -74,6 +74,9 @@ ROWS["b1-r18-e100-ema"] = ("best's length: resnet18 + SimCC, EMA 0.998, 100 epoc
 ROWS["b2-regnety-e141-ema"] = ("best's length at equal time: regnety_004 + SimCC, EMA 0.998, 141 epochs",
                                ["model=regnety_004", "ema=0.998", "epochs=141"])
 
+ROWS["b3-r18-e100-ema-augend"] = ("best's length: resnet18 + SimCC, EMA 0.998, 100 epochs, augmentation 0.5 over the "
+                                  "last quarter", ["model=resnet18", "ema=0.998", "epochs=100", "aug_end=0.5"])
+
 
 def fold0(run: Path) -> dict | None:
     """Fold 0's RMSE without TTA and with flip TTA at the constant fitted on its own predictions."""
@@ -128,7 +131,7 @@ def main() -> int:
 def reference(name: str) -> str:
     """The row a row is compared with: 30 epochs of its own training seed (seed 42's for the rest); a taught row,
     the same seed's aug_end 0.5 row (its recipe without the teacher)."""
-    if name == "b2-regnety-e141-ema":
+    if name in ("b2-regnety-e141-ema", "b3-r18-e100-ema-augend"):
         return "b1-r18-e100-ema"
     for seed, taught in TAUGHT.items():
         if name == taught:

@@ -181,7 +181,7 @@ def test_refit_models_learn_what_rows_lack_from_their_own_runs_fold_models(pract
         return real_refit(*a, **kw)
     monkeypatch.setattr(cv_module, "train_refit", refit)
 
-    cfg = make_config(preset="quick", overrides=TINY + ["epochs=2", "refit=1", "refit_teacher=0.7", "limit_train=160"],
+    cfg = make_config(preset="quick", overrides=TINY + ["epochs=1", "refit=1", "refit_teacher=0.7", "limit_train=96"],
                       data_dir=str(practice_dir), runs_dir=str(tmp_path))
     cv = run_cv(cfg, progress=False)
     assert calls["fold"] and set(calls["fold"]) == {(False, 0.0)}
