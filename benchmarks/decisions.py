@@ -77,6 +77,9 @@ ROWS["b2-regnety-e141-ema"] = ("best's length at equal time: regnety_004 + SimCC
 ROWS["b3-r18-e100-ema-augend"] = ("best's length: resnet18 + SimCC, EMA 0.998, 100 epochs, augmentation 0.5 over the "
                                   "last quarter", ["model=resnet18", "ema=0.998", "epochs=100", "aug_end=0.5"])
 
+for _name in ("b1-r18-e100-ema", "b3-r18-e100-ema-augend"):    # the aug_end pair again with training seed 1
+    ROWS[f"{_name}-s1"] = (f"{ROWS[_name][0]}, training seed 1", [*ROWS[_name][1], "seed=1", "split_seed=42"])
+
 
 def fold0(run: Path) -> dict | None:
     """Fold 0's RMSE without TTA and with flip TTA at the constant fitted on its own predictions."""
@@ -133,6 +136,8 @@ def reference(name: str) -> str:
     the same seed's aug_end 0.5 row (its recipe without the teacher)."""
     if name in ("b2-regnety-e141-ema", "b3-r18-e100-ema-augend"):
         return "b1-r18-e100-ema"
+    if name == "b3-r18-e100-ema-augend-s1":
+        return "b1-r18-e100-ema-s1"
     for seed, taught in TAUGHT.items():
         if name == taught:
             return AUGEND[seed]
