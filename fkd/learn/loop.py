@@ -161,15 +161,14 @@ def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, f
 
     images, kp, src = data.images[tr], data.keypoints[tr], data.source[tr]
     who = f"fold {fold}" if fold is not None else "refit"
-    weight = 0.0
+    weight, by = 0.0, ""
     if teach is not None:
-        weight = cfg.refit_teacher
-        print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from this run's fold models "
-              f"(weight {weight:g})", flush=True)
+        weight, by = cfg.refit_teacher, "this run's fold models"
     elif cfg.teacher and cfg.teacher_weight > 0 and fold is not None:
-        teach, weight = teacher.teacher_labels(cfg, data, folds, fold, dev, amp), cfg.teacher_weight
-        print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {cfg.teacher} "
-              f"(weight {weight:g})", flush=True)
+        teach, weight, by = teacher.teacher_labels(cfg, data, folds, fold, dev, amp), cfg.teacher_weight, cfg.teacher
+    if by:
+        print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {by} (weight {weight:g})",
+              flush=True)
     if cfg.pseudo:
         pi, pk, ps = teacher.pseudo_rows(cfg, data, fold, dev, amp)
         images, kp, src = np.concatenate([images, pi]), np.concatenate([kp, pk]), np.concatenate([src, ps])
