@@ -93,6 +93,9 @@ class Config:
     teacher_weight: float = 0.5    # the teacher labels' loss weight, relative to the real labels' loss
     pseudo: bool = False           # the teacher also labels the test faces, which train beside the rows (reads the
                                    # test images; fkd/learn/teacher.py pseudo_rows)
+    pseudo_faces: str = "test"     # test | val: which unlabelled faces pseudo=1 adds. val (measurement only): a fold's
+                                   # own validation faces, standing for the test faces, so self-training is measured
+                                   # out of fold (the teacher's fold-k model never saw their labels, nor the student)
     refit_teacher: float = 0.0     # > 0: the run's own trained fold models label what the refit models' rows have no
                                    # full-source label for, learned at this weight (fkd/learn/teacher.py
                                    # fold_model_labels); 0 = off. Fold models (the CV) are unchanged by it
@@ -141,7 +144,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
                                                "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo",
-                                               "swa", "refit_teacher")}
+                                               "swa", "refit_teacher", "pseudo_faces")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -311,6 +314,10 @@ def validate(cfg: Config) -> None:
          "refit_teacher teaches refit models: add --set refit=1 (or more), or --set refit_teacher=0"),
         (not cfg.pseudo or bool(cfg.teacher),
          "pseudo=1 needs a teacher run to label the test faces: --set teacher=RUN"),
+        (cfg.pseudo_faces in ("test", "val"), "pseudo_faces must be test|val"),
+        (not (cfg.pseudo and cfg.pseudo_faces == "val" and cfg.refit),
+         "pseudo_faces=val measures self-training out of fold and a refit model has no validation faces: "
+         "--set refit=0, or --set pseudo_faces=test"),
         (cfg.simcc_sigma > 0, "simcc_sigma must be > 0 (pixels)"),
         (all(0 <= f < cfg.folds for f in cfg.train_folds), "train_folds must be fold numbers below folds"),
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),

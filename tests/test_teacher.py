@@ -131,8 +131,8 @@ def test_pseudo_labelled_test_faces_train_beside_the_rows_nested(trained_run, tm
     seen = []
     real = teacher.pseudo_rows
 
-    def spy(cfg, data, fold, dev, amp):
-        rows = real(cfg, data, fold, dev, amp)
+    def spy(cfg, data, fold, dev, amp, folds=None):
+        rows = real(cfg, data, fold, dev, amp, folds)
         seen.append((fold, rows))
         return rows
     monkeypatch.setattr(teacher, "pseudo_rows", spy)
@@ -151,6 +151,45 @@ def test_pseudo_labelled_test_faces_train_beside_the_rows_nested(trained_run, tm
     assert f"{len(images)} test faces labelled by" in capsys.readouterr().out and cv["cv_rmse"] > 0
     with pytest.raises(FkdError, match="pseudo=1 needs a teacher"):
         make_config(preset="quick", overrides=["pseudo=1"])
+
+
+def test_pseudo_faces_val_self_trains_on_the_folds_own_validation_faces_unlabelled(trained_run, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """--set pseudo_faces=val (measuring self-training out of fold): fold k's validation faces join its training
+    rows, labelled by the teacher's fold-k model on the values they have labels for, never with the labels
+    themselves; a refit model has none, so refit with it is a one-line error."""
+    import fkd.learn.teacher as teacher
+    from fkd.competition.data import load_data
+    from fkd.learn.cv import run_cv
+    from fkd.learn.runfiles import read_folds
+
+    teacher_cfg, _ = trained_run
+    seen = []
+    real = teacher.pseudo_rows
+
+    def spy(cfg, data, fold, dev, amp, folds=None):
+        rows = real(cfg, data, fold, dev, amp, folds)
+        seen.append((fold, rows))
+        return rows
+    monkeypatch.setattr(teacher, "pseudo_rows", spy)
+    cfg = make_config(preset="quick", overrides=TINY + [f"teacher={teacher_cfg.run_dir()}", "pseudo=1",
+                                                        "pseudo_faces=val", "teacher_weight=0", "epochs=1"],
+                      data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
+    run_cv(cfg, progress=False)
+    data = load_data(teacher_cfg.data_dir)
+    folds = read_folds(cfg.run_dir())
+    assert [f for f, _ in seen] == [0, 1]
+    for fold, (images, kp, src) in seen:
+        va = np.flatnonzero(folds == fold)
+        truth = data.keypoints[va]
+        assert np.array_equal(images, data.images[va]) and np.array_equal(src, data.source[va])
+        assert np.array_equal(np.isfinite(kp), np.isfinite(truth))        # asked where a label exists
+        assert np.abs(kp - truth)[np.isfinite(truth)].mean() > 0.05        # the teacher's guesses, not the labels
+    assert "of its validation faces (unlabelled: pseudo_faces=val)" in capsys.readouterr().out
+    with pytest.raises(FkdError, match="a refit model has no validation faces"):
+        make_config(preset="quick", overrides=[f"teacher={teacher_cfg.run_dir()}", "pseudo=1", "pseudo_faces=val",
+                                               "teacher_weight=0", "refit=1"])
+    assert cfg.fingerprint() != dataclasses.replace(cfg, pseudo_faces="test").fingerprint()
 
 
 def test_refit_models_learn_what_rows_lack_from_their_own_runs_fold_models(practice_dir, tmp_path, monkeypatch,

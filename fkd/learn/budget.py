@@ -52,8 +52,9 @@ def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0
     """The epochs a model that cfg.budget_min minutes buy at probe figures s (seconds an image, training and
     prediction; seconds a checkpoint), after spent_s already gone, and the seconds of one fold epoch."""
     folds = len(cfg.trained_folds())
-    n = len(data.images) + (len(data.test_images) if cfg.pseudo else 0)     # pseudo rows train too
     n_val = len(data.images) / cfg.folds
+    n = len(data.images) + (0 if not cfg.pseudo else n_val if cfg.pseudo_faces == "val"
+                            else len(data.test_images))     # pseudo rows train too
     n_train = n - n_val
     fold_epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
     refit_epoch_s = n * s["train_img_s"] + s["checkpoint_s"]          # every row, no validation

@@ -170,10 +170,11 @@ def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, f
         print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {by} (weight {weight:g})",
               flush=True)
     if cfg.pseudo:
-        pi, pk, ps = teacher.pseudo_rows(cfg, data, fold, dev, amp)
+        pi, pk, ps = teacher.pseudo_rows(cfg, data, fold, dev, amp, folds)
         images, kp, src = np.concatenate([images, pi]), np.concatenate([kp, pk]), np.concatenate([src, ps])
         teach = None if teach is None else np.concatenate([teach, np.full(pk.shape, np.nan, np.float32)])
-        print(f"{who}: {len(pi)} test faces labelled by {cfg.teacher} join its {len(tr)} training faces "
+        faces = "test faces" if cfg.pseudo_faces == "test" else "of its validation faces (unlabelled: pseudo_faces=val)"
+        print(f"{who}: {len(pi)} {faces} labelled by {cfg.teacher} join its {len(tr)} training faces "
               "(pseudo=1)", flush=True)
     return FaceDataset(images, kp, src, Augmenter.of(cfg, epoch=0), teach, weight)
 

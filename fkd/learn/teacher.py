@@ -106,19 +106,34 @@ def fill_missing(keypoints: np.ndarray, source: np.ndarray, pred: np.ndarray, so
     return np.where(have, np.nan, pred).astype(np.float32)
 
 
-def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch.device, amp):
+def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch.device, amp,
+                folds: np.ndarray | None = None):
     """The test faces as training rows, labelled by the teacher (--set pseudo=1: self-training on the unlabelled
     test faces): for the student's fold k, the teacher's fold-k model, which never saw fold k's validation rows;
     for a refit model, every model of the teacher's submission. Each face is labelled on the values the lookup
-    table asks of it, by its own source's outputs, with flip TTA. (images, keypoints (M, 30), source)."""
+    table asks of it, by its own source's outputs, with flip TTA. (images, keypoints (M, 30), source).
+
+    With pseudo_faces=val the faces are fold k's own validation faces instead, labelled on the values they have
+    labels for (as the lookup table asks a test face for its source's values), the labels themselves unread: the
+    student self-trains on the unlabelled faces it is scored on, as a submission does on the test faces, and the
+    effect is measured out of fold."""
     tdir = teacher_dir(cfg)
+    if cfg.pseudo_faces == "val":
+        if fold is None or folds is None:
+            raise FkdError("pseudo_faces=val: a refit model has no validation faces; --set refit=0")
+        check_teacher(cfg, data, folds)
+        va = np.flatnonzero(folds == fold)
+        images, source, asked = data.images[va], data.source[va], np.isfinite(data.keypoints[va])
+    else:
+        images, source = data.test_images, data.test_source
     tcfg, _ = load_run(tdir)
     ckpts = [tdir / f"fold{fold}" / "best.pt"] if fold is not None else checkpoints(tdir)
     if not all(c.is_file() and (c.parent / "result.json").is_file() for c in ckpts):
         raise FkdError(f"teacher {tdir}: {ckpts[0].parent.name} is not finished; finish the teacher first")
     c = tta_constant(tcfg, read_cv(tdir))
-    pred = np.mean([predict_images(load_fold_model(tcfg, ck, dev), data.test_images, data.test_source, dev, amp,
+    pred = np.mean([predict_images(load_fold_model(tcfg, ck, dev), images, source, dev, amp,
                                    tta=True, flip_const=c, channels_last=tcfg.channels_last) for ck in ckpts], 0)
-    asked = np.zeros(pred.shape, bool)
-    asked[data.lookup["img"].to_numpy(), data.lookup["col"].to_numpy()] = True
-    return data.test_images, np.where(asked, pred, np.nan).astype(np.float32), data.test_source
+    if cfg.pseudo_faces != "val":
+        asked = np.zeros(pred.shape, bool)
+        asked[data.lookup["img"].to_numpy(), data.lookup["col"].to_numpy()] = True
+    return images, np.where(asked, pred, np.nan).astype(np.float32), source
