@@ -76,6 +76,13 @@ for _seed, _name in PSEUDO.items():
                    ["epochs=30", "aug_end=0.5", f"teacher={AUGEND[TEACHER_OF[_seed]]}", "teacher_weight=0",
                     "pseudo=1", "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
 
+# the same at equal time: the pseudo-labelled faces make an epoch 1.33x longer (589 more faces beside 1774), so the
+# student gets the 23 epochs the untaught row's 30 buy
+PSEUDO_EQ = {s: f"x19-e23-pseudoval-s{s}" for s in AUGEND}
+for _seed, _name in PSEUDO_EQ.items():
+    ROWS[_name] = (f"{ROWS[PSEUDO[_seed]][0].replace('30 epochs', '23 epochs (equal time)')}",
+                   ["epochs=23", *ROWS[PSEUDO[_seed]][1][1:]])
+
 # best's backbone at best's length and equal time: resnet18 at best's 100 epochs (no budget) against regnety_004 at
 # the epochs the same minutes buy it (1.41x the training img/s of resnet18 on a 2-core AMD EPYC without AMX, bf16:
 # 219 vs 156 img/s), both with best's EMA
@@ -89,6 +96,45 @@ ROWS["b3-r18-e100-ema-augend"] = ("best's length: resnet18 + SimCC, EMA 0.998, 1
 
 for _name in ("b1-r18-e100-ema", "b3-r18-e100-ema-augend"):    # the aug_end pair again with training seed 1
     ROWS[f"{_name}-s1"] = (f"{ROWS[_name][0]}, training seed 1", [*ROWS[_name][1], "seed=1", "split_seed=42"])
+
+
+# self-training at best's length and equal time: best overfits past ~80 of its 100 epochs here, so the steps that
+# pseudo-labelled faces take from its schedule may cost little. Student: 75 epochs (x 1.33 faces = 100 epochs' time),
+# its validation faces labelled by the other seed's 100-epoch model; paired against its own seed's b1 row
+BEST_REF = {42: "b1-r18-e100-ema", 1: "b1-r18-e100-ema-s1"}
+BEST_PSEUDO = {s: f"b4-r18-e75-ema-pseudoval-s{s}" for s in BEST_REF}
+for _seed, _name in BEST_PSEUDO.items():
+    _teacher = BEST_REF[1 if _seed == 42 else 42]
+    ROWS[_name] = (f"best's length at equal time: resnet18 + SimCC, EMA 0.998, 75 epochs, its validation faces "
+                   f"pseudo-labelled by {_teacher} train beside its rows, training seed {_seed}",
+                   ["model=resnet18", "ema=0.998", "epochs=75", f"teacher={_teacher}", "teacher_weight=0",
+                    "pseudo=1", "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
+
+
+def fold0_tta(run: Path):
+    """Fold 0's out-of-fold predictions with flip TTA at the constant fitted on them, their rows and their labels."""
+    sys.path.insert(0, str(ROOT))
+    from fkd.competition.keypoints import fit_tta_flip_const, tta_average
+    from fkd.config import replace
+    from fkd.learn.cv import training_data
+    from fkd.learn.runfiles import load_run, read_fold_predictions
+
+    cfg, meta = load_run(run)
+    y = training_data(replace(cfg, data_dir=meta["data_dir"])).keypoints
+    f = read_fold_predictions(run / "fold0")
+    yy = y[f["idx"]]
+    c = fit_tta_flip_const(tta_average(f["plain"], f["mirrored"], cfg.flip_const), yy, cfg.flip_const)
+    return tta_average(f["plain"], f["mirrored"], c), f["idx"], yy
+
+
+def with_teacher(student: Path, teacher: Path) -> float:
+    """Fold 0's RMSE of the average of a student's and its teacher's flip-TTA predictions: what a submission that
+    averages a fold model (the teacher) with a refit model (the student) gets out of fold."""
+    from fkd.competition.metric import rmse_masked
+
+    (ps, idx, y), (pt, idx_t, _) = fold0_tta(student), fold0_tta(teacher)
+    assert (idx == idx_t).all()
+    return rmse_masked((ps + pt) / 2, y)
 
 
 def fold0(run: Path) -> dict | None:
@@ -148,8 +194,11 @@ def reference(name: str) -> str:
         return "b1-r18-e100-ema"
     if name == "b3-r18-e100-ema-augend-s1":
         return "b1-r18-e100-ema-s1"
+    for seed, row in BEST_PSEUDO.items():
+        if name == row:
+            return BEST_REF[seed]
     for seed in AUGEND:
-        if name in (TAUGHT[seed], PSEUDO[seed]):
+        if name in (TAUGHT[seed], PSEUDO[seed], PSEUDO_EQ[seed]):
             return AUGEND[seed]
     for seed, ref in SEEDS.items():
         if name.endswith(f"-s{seed}") and name != ref:
@@ -174,8 +223,30 @@ def print_seeded(runs: Path) -> None:
         summary = f"{got.mean():+.3f} ± {got.std(ddof=1) if len(got) > 1 else float('nan'):.3f} (n={len(got)})" \
             if len(got) else ""
         print(f"| {ROWS[name][0]} | {cells} | {summary} |")
+    print("\n| averaged with its teacher (a submission of fold 0 + a refit), flip TTA | seed 42 | seed 1 | seed 2 | "
+          "mean ± std |\n|---|---|---|---|---|")
+    for what, rows in (("teacher labels", TAUGHT), ("pseudo-labelled validation faces", PSEUDO),
+                       ("pseudo-labelled validation faces, 23 epochs (equal time)", PSEUDO_EQ)):
+        pairs = [(with_teacher(runs / rows[s], runs / AUGEND[TEACHER_OF[s]]),
+                  with_teacher(runs / AUGEND[s], runs / AUGEND[TEACHER_OF[s]]))
+                 for s in (42, 1, 2) if fold0(runs / rows[s]) and fold0(runs / AUGEND[s])]
+        if pairs:
+            d = np.array([a - b for a, b in pairs])
+            refs = " / ".join(f"{b:.3f}" for _, b in pairs)
+            print(f"| {what} (student + teacher − untaught + teacher; untaught + teacher: {refs}) | "
+                  f"{' | '.join(f'{x:+.3f}' for x in d)} | {d.mean():+.3f} ± "
+                  f"{d.std(ddof=1) if len(d) > 1 else float('nan'):.3f} (n={len(d)}) |")
+    pairs = [(with_teacher(runs / BEST_PSEUDO[s], runs / BEST_REF[t]), with_teacher(runs / BEST_REF[s],
+                                                                                     runs / BEST_REF[t]))
+             for s, t in ((42, 1), (1, 42)) if fold0(runs / BEST_PSEUDO[s])]
+    if pairs:
+        d = np.array([a - b for a, b in pairs])
+        print(f"| best's length, pseudo-labelled validation faces, 75 epochs against 100 (equal time; untaught + "
+              f"teacher: {pairs[0][1]:.3f}) | {' | '.join(f'{x:+.3f}' for x in d)} | – | {d.mean():+.3f} "
+              f"(n={len(d)}) |")
     for what, rows in (("teacher labels from another seed's model (a refit's from fold 0)", TAUGHT),
-                       ("its validation faces pseudo-labelled by another seed's model (a refit's test faces)", PSEUDO)):
+                       ("its validation faces pseudo-labelled by another seed's model (a refit's test faces)", PSEUDO),
+                       ("the same at equal time (23 epochs against 30)", PSEUDO_EQ)):
         deltas = [(r, b) for s in (42, 1, 2) if (r := fold0(runs / rows[s])) and (b := fold0(runs / AUGEND[s]))]
         if deltas:
             d = np.array([r["tta"] - b["tta"] for r, b in deltas])
