@@ -99,6 +99,9 @@ class Config:
     refit_teacher: float = 0.0     # > 0: the run's own trained fold models label what the refit models' rows have no
                                    # full-source label for, learned at this weight (fkd/learn/teacher.py
                                    # fold_model_labels); 0 = off. Fold models (the CV) are unchanged by it
+    refit_pseudo: bool = False     # the run's trained fold models label the test faces, which train the refit models
+                                   # beside every row (self-training in one run; reads the test images;
+                                   # fkd/learn/teacher.py fold_model_pseudo). Fold models (the CV) are unchanged by it
 
     def trained_folds(self) -> list[int]:
         """The folds a run trains: train_folds, or every fold where it is empty."""
@@ -144,7 +147,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
                                                "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo",
-                                               "swa", "refit_teacher", "pseudo_faces")}
+                                               "swa", "refit_teacher", "pseudo_faces", "refit_pseudo")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -315,6 +318,10 @@ def validate(cfg: Config) -> None:
         (not cfg.pseudo or bool(cfg.teacher),
          "pseudo=1 needs a teacher run to label the test faces: --set teacher=RUN"),
         (cfg.pseudo_faces in ("test", "val"), "pseudo_faces must be test|val"),
+        (not (cfg.refit_pseudo and not cfg.refit),
+         "refit_pseudo trains refit models on the test faces: add --set refit=1 (or more), or --set refit_pseudo=0"),
+        (not (cfg.refit_pseudo and cfg.pseudo),
+         "refit_pseudo and pseudo=1 would both add the test faces to the refit models: keep one"),
         (not (cfg.pseudo and cfg.pseudo_faces == "val" and cfg.refit),
          "pseudo_faces=val measures self-training out of fold and a refit model has no validation faces: "
          "--set refit=0, or --set pseudo_faces=test"),

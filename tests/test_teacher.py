@@ -241,3 +241,54 @@ def test_refit_models_learn_what_rows_lack_from_their_own_runs_fold_models(pract
     assert cfg.fingerprint() != dataclasses.replace(cfg, refit_teacher=0.0).fingerprint()
     with pytest.raises(FkdError, match="refit_teacher teaches refit models"):
         make_config(preset="quick", overrides=["refit_teacher=0.5", "refit=0"])
+
+
+def test_refit_models_self_train_on_the_test_faces_their_runs_fold_models_labelled(practice_dir, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """--set refit_pseudo=1: once the folds are trained, their models (averaged, flip TTA at the constant fitted out
+    of fold) label the test faces on the values the lookup table asks, and the refit model trains on them beside
+    every row; the fold models train on their rows alone."""
+    import fkd.learn.cv as cv_module
+    from fkd.device import select_device
+    from fkd.learn import loop
+    from fkd.learn.cv import run_cv, training_data
+    from fkd.learn.models import load_fold_model, predict_images
+
+    sizes, given = [], []
+    real_ds, real_refit = loop.fold_dataset, cv_module.train_refit
+
+    def dataset(*a, **kw):
+        ds = real_ds(*a, **kw)
+        sizes.append(("refit" if a[3] is None else f"fold{a[3]}", len(ds)))
+        return ds
+
+    def refit(*a, **kw):
+        given.append(kw["pseudo"])
+        return real_refit(*a, **kw)
+    monkeypatch.setattr(loop, "fold_dataset", dataset)
+    monkeypatch.setattr(cv_module, "train_refit", refit)
+    monkeypatch.setattr("fkd.learn.refit.fold_dataset", dataset)
+    cfg = make_config(preset="quick", overrides=TINY + ["epochs=1", "refit=1", "refit_pseudo=1", "limit_train=96"],
+                      data_dir=str(practice_dir), runs_dir=str(tmp_path))
+    cv = run_cv(cfg, progress=False)
+    data = training_data(cfg)
+    n, n_test = len(data.images), len(data.test_images)
+    folds = {k: v for k, v in sizes if k != "refit"}
+    assert sum(folds.values()) == n and sizes[-1] == ("refit", n + n_test)    # folds: their rows alone
+    assert f"refit: {n_test} test faces labelled by this run's fold models join its {n} training faces " \
+           "(refit_pseudo=1)" in capsys.readouterr().out
+
+    images, kp, src = given[0]
+    assert np.array_equal(images, data.test_images) and np.array_equal(src, data.test_source)
+    asked = np.zeros(kp.shape, bool)
+    asked[data.lookup["img"], data.lookup["col"]] = True
+    assert np.array_equal(np.isfinite(kp), asked)
+    dev, amp = select_device(cfg.device, cfg.amp)
+    mean = np.mean([predict_images(load_fold_model(cfg, cfg.run_dir() / f"fold{k}" / "best.pt", dev),
+                                   data.test_images, data.test_source, dev, amp, tta=True,
+                                   flip_const=cv["tta_flip_const"]) for k in (0, 1)], 0)
+    np.testing.assert_allclose(kp[asked], mean[asked], atol=1e-3)              # the two fold models' average
+    assert "self-trained on the test faces the fold models labelled" in cv["submission"]["cv_estimates"]
+    assert cfg.fingerprint() != dataclasses.replace(cfg, refit_pseudo=False).fingerprint()
+    with pytest.raises(FkdError, match="refit_pseudo trains refit models"):
+        make_config(preset="quick", overrides=["refit_pseudo=1", "refit=0"])

@@ -57,11 +57,14 @@ def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0
                             else len(data.test_images))     # pseudo rows train too
     n_train = n - n_val
     fold_epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
-    refit_epoch_s = n * s["train_img_s"] + s["checkpoint_s"]          # every row, no validation
+    n_refit = len(data.images) + (len(data.test_images) if cfg.refit_pseudo or cfg.pseudo else 0)
+    refit_epoch_s = n_refit * s["train_img_s"] + s["checkpoint_s"]    # every row (+ test faces), no validation
     # after training: each fold predicts its validation rows twice (plain, mirrored), then every model of the
     # submission predicts the test set with flip TTA
     views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale))   # the plain face and the extra TTA views
     fixed = (folds * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * s["eval_img_s"]
+    if cfg.refit_pseudo and cfg.refit:   # the fold models label the test faces for the refits, with flip TTA
+        fixed += folds * 2 * len(data.test_images) * s["eval_img_s"]
     if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
         fixed += folds * 2 * n_train * s["eval_img_s"]
     left = cfg.budget_min * 60 * 0.9 - fixed - spent_s

@@ -126,7 +126,9 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     cv = score_oof(cfg, data, folds, run_dir, which, results)
     unfinished = any(not (run_dir / f"refit{i}" / "result.json").is_file() for i in range(cfg.refit))
     teach = refit_teach(cfg, data, run_dir, which, cv) if unfinished else None
-    refits = [train_refit(cfg, data, i, run_dir, teach=teach, progress=progress) for i in range(cfg.refit)]
+    pseudo = refit_pseudo_rows(cfg, data, run_dir, which, cv) if unfinished else None
+    refits = [train_refit(cfg, data, i, run_dir, teach=teach, pseudo=pseudo, progress=progress)
+              for i in range(cfg.refit)]
     cv.update(refit_results=refits, submission=what_is_submitted(cfg, cv))
     cv.update(folds_by=cfg.folds_by, near_twin_share=s.twin_share(cfg.group_z, which),
               groups=None if s.groups is None else {"n": int(s.groups.group.max() + 1),
@@ -147,6 +149,17 @@ def refit_teach(cfg: Config, data: CompetitionData, run_dir: Path, which: list[i
 
     dev, amp = select_device(cfg.device, cfg.amp)
     return fold_model_labels(cfg, data, run_dir, which, cv["tta_flip_const"], dev, amp)
+
+
+def refit_pseudo_rows(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], cv: dict):
+    """With refit_pseudo the test faces the run's fold models labelled, for its refit models (fkd/learn/teacher.py)."""
+    if not cfg.refit_pseudo:
+        return None
+    from ..device import select_device
+    from .teacher import fold_model_pseudo
+
+    dev, amp = select_device(cfg.device, cfg.amp)
+    return fold_model_pseudo(cfg, data, run_dir, which, cv["tta_flip_const"], dev, amp)
 
 
 def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Path, which: list[int],

@@ -153,10 +153,10 @@ def save_last(state: FoldState, epoch: int, cfg: Config, path: Path) -> None:
 
 
 def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, fold: int | None, tr: np.ndarray,
-                 dev, amp, teach: np.ndarray | None = None) -> FaceDataset:
+                 dev, amp, teach: np.ndarray | None = None, pseudo: tuple | None = None) -> FaceDataset:
     """The training faces of a fold (fold None: a refit model, every row) with their augmentation; teacher labels
     when cfg.teacher names a run (or given: a refit's from its run's fold models), and with pseudo=1 the test faces
-    the teacher labelled (fkd/learn/teacher.py)."""
+    the teacher labelled (or given: a refit's, labelled by its run's fold models) (fkd/learn/teacher.py)."""
     from . import teacher
 
     images, kp, src = data.images[tr], data.keypoints[tr], data.source[tr]
@@ -169,13 +169,13 @@ def fold_dataset(cfg: Config, data: CompetitionData, folds: np.ndarray | None, f
     if by:
         print(f"{who}: {np.isfinite(teach).sum() // 2} teacher-labelled keypoints from {by} (weight {weight:g})",
               flush=True)
-    if cfg.pseudo:
-        pi, pk, ps = teacher.pseudo_rows(cfg, data, fold, dev, amp, folds)
+    if pseudo is not None or cfg.pseudo:
+        pi, pk, ps = pseudo if pseudo is not None else teacher.pseudo_rows(cfg, data, fold, dev, amp, folds)
         images, kp, src = np.concatenate([images, pi]), np.concatenate([kp, pk]), np.concatenate([src, ps])
         teach = None if teach is None else np.concatenate([teach, np.full(pk.shape, np.nan, np.float32)])
         faces = "test faces" if cfg.pseudo_faces == "test" else "of its validation faces (unlabelled: pseudo_faces=val)"
-        print(f"{who}: {len(pi)} {faces} labelled by {cfg.teacher} join its {len(tr)} training faces "
-              "(pseudo=1)", flush=True)
+        by, how = ("this run's fold models", "refit_pseudo=1") if pseudo is not None else (cfg.teacher, "pseudo=1")
+        print(f"{who}: {len(pi)} {faces} labelled by {by} join its {len(tr)} training faces ({how})", flush=True)
     return FaceDataset(images, kp, src, Augmenter.of(cfg, epoch=0), teach, weight)
 
 

@@ -29,16 +29,17 @@ SEED_OFFSET = 1000     # refit i draws its randomness as fold SEED_OFFSET + i wo
 
 
 def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach: np.ndarray | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, pseudo: tuple | None = None) -> dict:
     """Train refit model i on every training row; writes refit<i>/ (model.pt, metrics.csv, loss.png, result.json).
-    teach: (N, 30) labels from the run's fold models for the values rows have none for (refit_teacher > 0)."""
+    teach: (N, 30) labels from the run's fold models for the values rows have none for (refit_teacher > 0);
+    pseudo: the test faces (images, labels, source) the run's fold models labelled (refit_pseudo=1)."""
     rdir = run_dir / f"refit{i}"
     if (rdir / "result.json").is_file():
         return json.loads((rdir / "result.json").read_text())
     rdir.mkdir(parents=True, exist_ok=True)
     dev, amp, share = setup_device(cfg)
     rows, seed_fold = np.arange(len(data.images)), SEED_OFFSET + i
-    ds = fold_dataset(cfg, data, None, None, rows, dev, amp, teach=teach)
+    ds = fold_dataset(cfg, data, None, None, rows, dev, amp, teach=teach, pseudo=pseudo)
     state = build_fold_state(cfg, data, rows, seed_fold, dev, len(ds))
     resume(state, rdir / "last.pt", cfg, dev, seed_fold)
     curves = Curves(rdir)            # TensorBoard: `make board`
@@ -56,7 +57,7 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach
     runfiles.save_checkpoint({"model": state.eval_model.state_dict(), "epoch": cfg.epochs - 1,
                               "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, rdir / "model.pt")
     loss_curve(state.history, rdir / "loss.png", f"{run_dir.name} refit {i} (every training row)")
-    result = {"refit": i, "epochs_run": len(state.history), "n_train": len(rows),
+    result = {"refit": i, "epochs_run": len(state.history), "n_train": len(ds),
               "seconds": round(sum(h["seconds"] for h in state.history), 1)}
     atomic.write_json(rdir / "result.json", result)
     (rdir / "last.pt").unlink(missing_ok=True)
@@ -69,8 +70,9 @@ def what_is_submitted(cfg: Config, cv: dict) -> dict:
     models = [f"fold{k}" for k in folds] + [f"refit{i}" for i in range(cfg.refit)]
     share = f"{(cfg.folds - 1) / cfg.folds:.0%}"
     if cfg.refit:
-        taught = (f", taught by the fold model{'s' if len(folds) > 1 else ''} where rows lack labels"
-                  if cfg.refit_teacher else "")
+        models_ = f"the fold model{'s' if len(folds) > 1 else ''}"
+        taught = (f", taught by {models_} where rows lack labels" if cfg.refit_teacher else "")
+        taught += f", self-trained on the test faces {models_} labelled" if cfg.refit_pseudo else ""
         estimate = (f"the out-of-fold error of fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} "
                     f"(models of the same recipe and epochs trained on {share} of the rows): a slightly pessimistic "
                     f"estimate of an average of {len(models)} models, {cfg.refit} of them trained on every "

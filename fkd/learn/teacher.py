@@ -18,6 +18,9 @@ With --set refit_teacher=0.5 a run's refit models learn the same kind of labels 
 (`fold_model_labels`), trained just before them: no second run. A refit model is never scored out of fold, so no
 nesting is needed; the fold models, and the CV they give, are exactly as without it.
 
+With --set refit_pseudo=1 the run's own fold models label the test faces the same way (`fold_model_pseudo`), and
+the refit models train on them beside every row: self-training in one run, the fold models and their CV unchanged.
+
 With --set pseudo=1 the teacher also labels the test faces, which then train the student beside its rows
 (`pseudo_rows`; nested the same way). That reads the test images: the competition's rules do not forbid it,
 but a submission made so has seen the test faces (unlabelled). --set teacher_weight=0 keeps only that part.
@@ -106,6 +109,24 @@ def fill_missing(keypoints: np.ndarray, source: np.ndarray, pred: np.ndarray, so
     return np.where(have, np.nan, pred).astype(np.float32)
 
 
+def fold_model_pseudo(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], tta_const: float,
+                      dev: torch.device, amp):
+    """The test faces as training rows for a run's refit models (refit_pseudo=1), labelled by the run's trained fold
+    models (averaged, flip TTA at the constant fitted out of fold) on the values the lookup table asks of each face,
+    by the face's own source's outputs. (images, keypoints (M, 30), source)."""
+    pred = np.mean([predict_images(load_fold_model(cfg, run_dir / f"fold{k}" / "best.pt", dev), data.test_images,
+                                   data.test_source, dev, amp, tta=True, flip_const=tta_const,
+                                   channels_last=cfg.channels_last) for k in which], 0)
+    return data.test_images, asked_only(data, pred), data.test_source
+
+
+def asked_only(data: CompetitionData, pred: np.ndarray) -> np.ndarray:
+    """Test-face predictions kept where the lookup table asks for a value, NaN elsewhere (no label to learn)."""
+    asked = np.zeros(pred.shape, bool)
+    asked[data.lookup["img"].to_numpy(), data.lookup["col"].to_numpy()] = True
+    return np.where(asked, pred, np.nan).astype(np.float32)
+
+
 def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch.device, amp,
                 folds: np.ndarray | None = None):
     """The test faces as training rows, labelled by the teacher (--set pseudo=1: self-training on the unlabelled
@@ -133,7 +154,6 @@ def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch
     c = tta_constant(tcfg, read_cv(tdir))
     pred = np.mean([predict_images(load_fold_model(tcfg, ck, dev), images, source, dev, amp,
                                    tta=True, flip_const=c, channels_last=tcfg.channels_last) for ck in ckpts], 0)
-    if cfg.pseudo_faces != "val":
-        asked = np.zeros(pred.shape, bool)
-        asked[data.lookup["img"].to_numpy(), data.lookup["col"].to_numpy()] = True
-    return images, np.where(asked, pred, np.nan).astype(np.float32), source
+    if cfg.pseudo_faces == "val":
+        return images, np.where(asked, pred, np.nan).astype(np.float32), source
+    return images, asked_only(data, pred), source
