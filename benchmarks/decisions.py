@@ -98,6 +98,21 @@ for _name in ("b1-r18-e100-ema", "b3-r18-e100-ema-augend"):    # the aug_end pai
     ROWS[f"{_name}-s1"] = (f"{ROWS[_name][0]}, training seed 1", [*ROWS[_name][1], "seed=1", "split_seed=42"])
 
 
+# self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
+# 2-core AMD EPYC without AMX): a refit's steps kept, so its epochs shrink by the faces added (72 x 1774 / 2363 =
+# 54); the teacher, a fold-0 model of another seed at the full 72, as the run's fold model would be
+DEFAULT_REF = {42: "d1-e72-augend", 1: "d1-e72-augend-s1"}
+DEFAULT_PSEUDO = {s: f"d2-e54-pseudoval-s{s}" for s in DEFAULT_REF}
+for _seed, _name in DEFAULT_REF.items():
+    ROWS[_name] = (f"the default's length: 72 epochs, aug_end 0.5, training seed {_seed}",
+                   ["epochs=72", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
+for _seed, _name in DEFAULT_PSEUDO.items():
+    _teacher = DEFAULT_REF[1 if _seed == 42 else 42]
+    ROWS[_name] = (f"the default's length at equal steps: 54 epochs, aug_end 0.5, its validation faces "
+                   f"pseudo-labelled by {_teacher} train beside its rows, training seed {_seed}",
+                   ["epochs=54", "aug_end=0.5", f"teacher={_teacher}", "teacher_weight=0", "pseudo=1",
+                    "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
+
 # self-training at best's length and equal time: best overfits past ~80 of its 100 epochs here, so the steps that
 # pseudo-labelled faces take from its schedule may cost little. Student: 75 epochs (x 1.33 faces = 100 epochs' time),
 # its validation faces labelled by the other seed's 100-epoch model; paired against its own seed's b1 row
@@ -197,6 +212,9 @@ def reference(name: str) -> str:
     for seed, row in BEST_PSEUDO.items():
         if name == row:
             return BEST_REF[seed]
+    for seed, row in DEFAULT_PSEUDO.items():
+        if name == row:
+            return DEFAULT_REF[seed]
     for seed in AUGEND:
         if name in (TAUGHT[seed], PSEUDO[seed], PSEUDO_EQ[seed]):
             return AUGEND[seed]
@@ -236,14 +254,17 @@ def print_seeded(runs: Path) -> None:
             print(f"| {what} (student + teacher − untaught + teacher; untaught + teacher: {refs}) | "
                   f"{' | '.join(f'{x:+.3f}' for x in d)} | {d.mean():+.3f} ± "
                   f"{d.std(ddof=1) if len(d) > 1 else float('nan'):.3f} (n={len(d)}) |")
-    pairs = [(with_teacher(runs / BEST_PSEUDO[s], runs / BEST_REF[t]), with_teacher(runs / BEST_REF[s],
-                                                                                     runs / BEST_REF[t]))
-             for s, t in ((42, 1), (1, 42)) if fold0(runs / BEST_PSEUDO[s])]
-    if pairs:
-        d = np.array([a - b for a, b in pairs])
-        print(f"| best's length, pseudo-labelled validation faces, 75 epochs against 100 (equal time; untaught + "
-              f"teacher: {pairs[0][1]:.3f}) | {' | '.join(f'{x:+.3f}' for x in d)} | – | {d.mean():+.3f} "
-              f"(n={len(d)}) |")
+    for what, ref, rows in (("the default's length, pseudo-labelled validation faces, 54 epochs against 72 (equal "
+                             "steps)", DEFAULT_REF, DEFAULT_PSEUDO),
+                            ("best's length, pseudo-labelled validation faces, 75 epochs against 100 (equal time)",
+                             BEST_REF, BEST_PSEUDO)):
+        pairs = [(with_teacher(runs / rows[s], runs / ref[t]), with_teacher(runs / ref[s], runs / ref[t]))
+                 for s, t in ((42, 1), (1, 42)) if fold0(runs / rows[s]) and fold0(runs / ref[s])
+                 and fold0(runs / ref[t])]
+        if pairs:
+            d = np.array([a - b for a, b in pairs])
+            print(f"| {what}; untaught + teacher: {pairs[0][1]:.3f} | {' | '.join(f'{x:+.3f}' for x in d)} | – | "
+                  f"{d.mean():+.3f} (n={len(d)}) |")
     for what, rows in (("teacher labels from another seed's model (a refit's from fold 0)", TAUGHT),
                        ("its validation faces pseudo-labelled by another seed's model (a refit's test faces)", PSEUDO),
                        ("the same at equal time (23 epochs against 30)", PSEUDO_EQ)):

@@ -100,8 +100,9 @@ class Config:
                                    # full-source label for, learned at this weight (fkd/learn/teacher.py
                                    # fold_model_labels); 0 = off. Fold models (the CV) are unchanged by it
     refit_pseudo: bool = False     # the run's trained fold models label the test faces, which train the refit models
-                                   # beside every row (self-training in one run; reads the test images;
-                                   # fkd/learn/teacher.py fold_model_pseudo). Fold models (the CV) are unchanged by it
+                                   # beside every row, in the steps a refit has (fewer epochs of more faces; reads
+                                   # the test images; fkd/learn/teacher.py fold_model_pseudo). Fold models (the CV)
+                                   # are unchanged by it
 
     def trained_folds(self) -> list[int]:
         """The folds a run trains: train_folds, or every fold where it is empty."""

@@ -268,11 +268,14 @@ def test_refit_models_self_train_on_the_test_faces_their_runs_fold_models_labell
     monkeypatch.setattr(loop, "fold_dataset", dataset)
     monkeypatch.setattr(cv_module, "train_refit", refit)
     monkeypatch.setattr("fkd.learn.refit.fold_dataset", dataset)
-    cfg = make_config(preset="quick", overrides=TINY + ["epochs=1", "refit=1", "refit_pseudo=1", "limit_train=96"],
+    cfg = make_config(preset="quick", overrides=TINY + ["epochs=3", "refit=1", "refit_pseudo=1", "limit_train=96"],
                       data_dir=str(practice_dir), runs_dir=str(tmp_path))
     cv = run_cv(cfg, progress=False)
     data = training_data(cfg)
     n, n_test = len(data.images), len(data.test_images)
+    refit_epochs = max(1, round(3 * n / (n + n_test)))                         # a refit's steps, not more
+    assert cv["refit_results"][0]["epochs_run"] == refit_epochs < 3
+    assert cv["fold_results"][0]["epochs_run"] == 3
     folds = {k: v for k, v in sizes if k != "refit"}
     assert sum(folds.values()) == n and sizes[-1] == ("refit", n + n_test)    # folds: their rows alone
     assert f"refit: {n_test} test faces labelled by this run's fold models join its {n} training faces " \
@@ -288,7 +291,8 @@ def test_refit_models_self_train_on_the_test_faces_their_runs_fold_models_labell
                                    data.test_images, data.test_source, dev, amp, tta=True,
                                    flip_const=cv["tta_flip_const"]) for k in (0, 1)], 0)
     np.testing.assert_allclose(kp[asked], mean[asked], atol=1e-3)              # the two fold models' average
-    assert "self-trained on the test faces the fold models labelled" in cv["submission"]["cv_estimates"]
+    assert "self-trained on the test faces the fold models labelled (the same steps, fewer epochs)" in \
+        cv["submission"]["cv_estimates"]
     assert cfg.fingerprint() != dataclasses.replace(cfg, refit_pseudo=False).fingerprint()
     with pytest.raises(FkdError, match="refit_pseudo trains refit models"):
         make_config(preset="quick", overrides=["refit_pseudo=1", "refit=0"])

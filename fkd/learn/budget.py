@@ -57,7 +57,7 @@ def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0
                             else len(data.test_images))     # pseudo rows train too
     n_train = n - n_val
     fold_epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
-    n_refit = len(data.images) + (len(data.test_images) if cfg.refit_pseudo or cfg.pseudo else 0)
+    n_refit = len(data.images) + (len(data.test_images) if cfg.pseudo else 0)   # refit_pseudo keeps the steps
     refit_epoch_s = n_refit * s["train_img_s"] + s["checkpoint_s"]    # every row (+ test faces), no validation
     # after training: each fold predicts its validation rows twice (plain, mirrored), then every model of the
     # submission predicts the test set with flip TTA

@@ -11,6 +11,7 @@ averages them with the trained folds' models. A refit model has no validation ro
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -40,6 +41,10 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach
     dev, amp, share = setup_device(cfg)
     rows, seed_fold = np.arange(len(data.images)), SEED_OFFSET + i
     ds = fold_dataset(cfg, data, None, None, rows, dev, amp, teach=teach, pseudo=pseudo)
+    if pseudo is not None:   # the test faces take a refit's steps, not more time: its epochs shrink to keep them
+        cfg = dataclasses.replace(cfg, epochs=max(1, round(cfg.epochs * len(rows) / len(ds))))
+        print(f"refit {i}: {cfg.epochs} epochs of {len(ds)} faces (the steps of the run's epochs over its "
+              f"{len(rows)} rows)", flush=True)
     state = build_fold_state(cfg, data, rows, seed_fold, dev, len(ds))
     resume(state, rdir / "last.pt", cfg, dev, seed_fold)
     curves = Curves(rdir)            # TensorBoard: `make board`
@@ -72,7 +77,8 @@ def what_is_submitted(cfg: Config, cv: dict) -> dict:
     if cfg.refit:
         models_ = f"the fold model{'s' if len(folds) > 1 else ''}"
         taught = (f", taught by {models_} where rows lack labels" if cfg.refit_teacher else "")
-        taught += f", self-trained on the test faces {models_} labelled" if cfg.refit_pseudo else ""
+        taught += (f", self-trained on the test faces {models_} labelled (the same steps, fewer epochs)"
+                   if cfg.refit_pseudo else "")
         estimate = (f"the out-of-fold error of fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} "
                     f"(models of the same recipe and epochs trained on {share} of the rows): a slightly pessimistic "
                     f"estimate of an average of {len(models)} models, {cfg.refit} of them trained on every "
