@@ -94,8 +94,10 @@ ROWS["b2-regnety-e141-ema"] = ("best's length at equal time: regnety_004 + SimCC
 ROWS["b3-r18-e100-ema-augend"] = ("best's length: resnet18 + SimCC, EMA 0.998, 100 epochs, augmentation 0.5 over the "
                                   "last quarter", ["model=resnet18", "ema=0.998", "epochs=100", "aug_end=0.5"])
 
-for _name in ("b1-r18-e100-ema", "b3-r18-e100-ema-augend"):    # the aug_end pair again with training seed 1
-    ROWS[f"{_name}-s1"] = (f"{ROWS[_name][0]}, training seed 1", [*ROWS[_name][1], "seed=1", "split_seed=42"])
+for _seed in (1, 2):      # the aug_end pair again with training seeds 1 and 2
+    for _name in ("b1-r18-e100-ema", "b3-r18-e100-ema-augend"):
+        ROWS[f"{_name}-s{_seed}"] = (f"{ROWS[_name][0]}, training seed {_seed}",
+                                     [*ROWS[_name][1], f"seed={_seed}", "split_seed=42"])
 
 
 # self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
@@ -112,19 +114,6 @@ for _seed, _name in DEFAULT_PSEUDO.items():
                    f"pseudo-labelled by {_teacher} train beside its rows, training seed {_seed}",
                    ["epochs=54", "aug_end=0.5", f"teacher={_teacher}", "teacher_weight=0", "pseudo=1",
                     "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
-
-# self-training at best's length and equal time: best overfits past ~80 of its 100 epochs here, so the steps that
-# pseudo-labelled faces take from its schedule may cost little. Student: 75 epochs (x 1.33 faces = 100 epochs' time),
-# its validation faces labelled by the other seed's 100-epoch model; paired against its own seed's b1 row
-BEST_REF = {42: "b1-r18-e100-ema", 1: "b1-r18-e100-ema-s1"}
-BEST_PSEUDO = {s: f"b4-r18-e75-ema-pseudoval-s{s}" for s in BEST_REF}
-for _seed, _name in BEST_PSEUDO.items():
-    _teacher = BEST_REF[1 if _seed == 42 else 42]
-    ROWS[_name] = (f"best's length at equal time: resnet18 + SimCC, EMA 0.998, 75 epochs, its validation faces "
-                   f"pseudo-labelled by {_teacher} train beside its rows, training seed {_seed}",
-                   ["model=resnet18", "ema=0.998", "epochs=75", f"teacher={_teacher}", "teacher_weight=0",
-                    "pseudo=1", "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
-
 
 def fold0_tta(run: Path):
     """Fold 0's out-of-fold predictions with flip TTA at the constant fitted on them, their rows and their labels."""
@@ -207,11 +196,8 @@ def reference(name: str) -> str:
     the same seed's aug_end 0.5 row (its recipe without the teacher)."""
     if name in ("b2-regnety-e141-ema", "b3-r18-e100-ema-augend"):
         return "b1-r18-e100-ema"
-    if name == "b3-r18-e100-ema-augend-s1":
-        return "b1-r18-e100-ema-s1"
-    for seed, row in BEST_PSEUDO.items():
-        if name == row:
-            return BEST_REF[seed]
+    if name.startswith("b3-r18-e100-ema-augend-s"):
+        return name.replace("b3-r18-e100-ema-augend", "b1-r18-e100-ema")
     for seed, row in DEFAULT_PSEUDO.items():
         if name == row:
             return DEFAULT_REF[seed]
@@ -255,9 +241,7 @@ def print_seeded(runs: Path) -> None:
                   f"{' | '.join(f'{x:+.3f}' for x in d)} | {d.mean():+.3f} ± "
                   f"{d.std(ddof=1) if len(d) > 1 else float('nan'):.3f} (n={len(d)}) |")
     for what, ref, rows in (("the default's length, pseudo-labelled validation faces, 54 epochs against 72 (equal "
-                             "steps)", DEFAULT_REF, DEFAULT_PSEUDO),
-                            ("best's length, pseudo-labelled validation faces, 75 epochs against 100 (equal time)",
-                             BEST_REF, BEST_PSEUDO)):
+                             "steps)", DEFAULT_REF, DEFAULT_PSEUDO),):
         pairs = [(with_teacher(runs / rows[s], runs / ref[t]), with_teacher(runs / ref[s], runs / ref[t]))
                  for s, t in ((42, 1), (1, 42)) if fold0(runs / rows[s]) and fold0(runs / ref[s])
                  and fold0(runs / ref[t])]
