@@ -119,23 +119,29 @@ def test_a_student_learns_from_its_teachers_same_fold(trained_run, tmp_path, mon
     assert cfg.fingerprint() != dataclasses.replace(cfg, teacher="").fingerprint()
 
 
-def test_pseudo_labelled_test_faces_train_beside_the_rows_nested(trained_run, tmp_path, monkeypatch, capsys):
-    """--set pseudo=1: the test faces join each fold's training rows, labelled by the teacher's model of the same
-    fold (never one that saw the fold's validation rows), on the values the lookup asks of each face; a refit
-    model takes them from the teacher's whole submission."""
+def spy_pseudo_rows(monkeypatch) -> list:
+    """Every call of teacher.pseudo_rows, recorded as (fold, (images, labels, source)) in the list returned."""
     import fkd.learn.teacher as teacher
-    from fkd.competition.data import load_data
-    from fkd.learn.cv import run_cv
 
-    teacher_cfg, _ = trained_run
-    seen = []
-    real = teacher.pseudo_rows
+    seen, real = [], teacher.pseudo_rows
 
     def spy(cfg, data, fold, dev, amp, folds=None):
         rows = real(cfg, data, fold, dev, amp, folds)
         seen.append((fold, rows))
         return rows
     monkeypatch.setattr(teacher, "pseudo_rows", spy)
+    return seen
+
+
+def test_pseudo_labelled_test_faces_train_beside_the_rows_nested(trained_run, tmp_path, monkeypatch, capsys):
+    """--set pseudo=1: the test faces join each fold's training rows, labelled by the teacher's model of the same
+    fold (never one that saw the fold's validation rows), on the values the lookup asks of each face; a refit
+    model takes them from the teacher's whole submission."""
+    from fkd.competition.data import load_data
+    from fkd.learn.cv import run_cv
+
+    teacher_cfg, _ = trained_run
+    seen = spy_pseudo_rows(monkeypatch)
     cfg = make_config(preset="quick", overrides=TINY + [f"teacher={teacher_cfg.run_dir()}", "pseudo=1",
                                                         "teacher_weight=0", "epochs=2", "refit=1"],
                       data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
@@ -158,20 +164,12 @@ def test_pseudo_faces_val_self_trains_on_the_folds_own_validation_faces_unlabell
     """--set pseudo_faces=val (measuring self-training out of fold): fold k's validation faces join its training
     rows, labelled by the teacher's fold-k model on the values they have labels for, never with the labels
     themselves; a refit model has none, so refit with it is a one-line error."""
-    import fkd.learn.teacher as teacher
     from fkd.competition.data import load_data
     from fkd.learn.cv import run_cv
     from fkd.learn.runfiles import read_folds
 
     teacher_cfg, _ = trained_run
-    seen = []
-    real = teacher.pseudo_rows
-
-    def spy(cfg, data, fold, dev, amp, folds=None):
-        rows = real(cfg, data, fold, dev, amp, folds)
-        seen.append((fold, rows))
-        return rows
-    monkeypatch.setattr(teacher, "pseudo_rows", spy)
+    seen = spy_pseudo_rows(monkeypatch)
     cfg = make_config(preset="quick", overrides=TINY + [f"teacher={teacher_cfg.run_dir()}", "pseudo=1",
                                                         "pseudo_faces=val", "teacher_weight=0", "epochs=1"],
                       data_dir=teacher_cfg.data_dir, runs_dir=str(tmp_path))
