@@ -125,8 +125,7 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
                for k in which]
     cv = score_oof(cfg, data, folds, run_dir, which, results)
     unfinished = any(not (run_dir / f"refit{i}" / "result.json").is_file() for i in range(cfg.refit))
-    teach = refit_teach(cfg, data, run_dir, which, cv) if unfinished else None
-    pseudo = refit_pseudo_rows(cfg, data, run_dir, which, cv) if unfinished else None
+    teach, pseudo = refit_teaching(cfg, data, run_dir, which, cv) if unfinished else (None, None)
     refits = [train_refit(cfg, data, i, run_dir, teach=teach, pseudo=pseudo, progress=progress)
               for i in range(cfg.refit)]
     cv.update(refit_results=refits, submission=what_is_submitted(cfg, cv))
@@ -140,26 +139,18 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     return cv
 
 
-def refit_teach(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], cv: dict) -> np.ndarray | None:
-    """With refit_teacher > 0 the labels a refit model learns from the run's fold models (fkd/learn/teacher.py)."""
-    if not cfg.refit_teacher:
-        return None
+def refit_teaching(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], cv: dict) -> tuple:
+    """What the run's fold models teach its refit models (fkd/learn/teacher.py): labels for the values rows lack
+    (refit_teacher > 0) and the labelled test faces (refit_pseudo); None for each that is off."""
+    if not (cfg.refit_teacher or cfg.refit_pseudo):
+        return None, None
     from ..device import select_device
-    from .teacher import fold_model_labels
+    from .teacher import fold_model_labels, fold_model_pseudo
 
     dev, amp = select_device(cfg.device, cfg.amp)
-    return fold_model_labels(cfg, data, run_dir, which, cv["tta_flip_const"], dev, amp)
-
-
-def refit_pseudo_rows(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], cv: dict):
-    """With refit_pseudo the test faces the run's fold models labelled, for its refit models (fkd/learn/teacher.py)."""
-    if not cfg.refit_pseudo:
-        return None
-    from ..device import select_device
-    from .teacher import fold_model_pseudo
-
-    dev, amp = select_device(cfg.device, cfg.amp)
-    return fold_model_pseudo(cfg, data, run_dir, which, cv["tta_flip_const"], dev, amp)
+    c = cv["tta_flip_const"]
+    return (fold_model_labels(cfg, data, run_dir, which, c, dev, amp) if cfg.refit_teacher else None,
+            fold_model_pseudo(cfg, data, run_dir, which, c, dev, amp) if cfg.refit_pseudo else None)
 
 
 def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Path, which: list[int],

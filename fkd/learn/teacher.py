@@ -76,13 +76,17 @@ def teacher_labels(cfg: Config, data: CompetitionData, folds: np.ndarray, fold: 
         raise FkdError(f"teacher {tdir}: fold {fold} is not finished ({ck}); finish the teacher (`fkd train` on it) "
                        "or train only the folds it has (--set train_folds=...)")
     tcfg, _ = load_run(tdir)
-    model = load_fold_model(tcfg, ck, dev)
-    tta_const = tta_constant(tcfg, read_cv(tdir))
     tr = np.flatnonzero(folds != fold)
     full = np.full(len(tr), FULL, np.int64)
-    pred = predict_images(model, data.images[tr], full, dev, amp, tta=True, flip_const=tta_const,
-                          channels_last=tcfg.channels_last)
+    pred = averaged_tta(tcfg, [ck], data.images[tr], full, tta_constant(tcfg, read_cv(tdir)), dev, amp)
     return fill_missing(data.keypoints[tr], data.source[tr], pred, cfg.source_aware)
+
+
+def averaged_tta(cfg: Config, ckpts: list[Path], images: np.ndarray, source: np.ndarray, tta_const: float,
+                 dev: torch.device, amp) -> np.ndarray:
+    """The models saved at ckpts (trained with cfg), averaged: their flip-TTA predictions of the faces."""
+    return np.mean([predict_images(load_fold_model(cfg, ck, dev), images, source, dev, amp, tta=True,
+                                   flip_const=tta_const, channels_last=cfg.channels_last) for ck in ckpts], 0)
 
 
 def fold_model_labels(cfg: Config, data: CompetitionData, run_dir: Path, which: list[int], tta_const: float,
@@ -91,9 +95,8 @@ def fold_model_labels(cfg: Config, data: CompetitionData, run_dir: Path, which: 
     fully labelled source's 30 values of every training row with flip TTA (at the constant fitted out of fold);
     NaN where a real full-source label exists. The values filled are ones no fold model had a label for either."""
     full = np.full(len(data.images), FULL, np.int64)
-    pred = np.mean([predict_images(load_fold_model(cfg, run_dir / f"fold{k}" / "best.pt", dev), data.images, full,
-                                   dev, amp, tta=True, flip_const=tta_const, channels_last=cfg.channels_last)
-                    for k in which], 0)
+    pred = averaged_tta(cfg, [run_dir / f"fold{k}" / "best.pt" for k in which], data.images, full, tta_const, dev,
+                        amp)
     return fill_missing(data.keypoints, data.source, pred, cfg.source_aware)
 
 
@@ -114,17 +117,17 @@ def fold_model_pseudo(cfg: Config, data: CompetitionData, run_dir: Path, which: 
     """The test faces as training rows for a run's refit models (refit_pseudo=1), labelled by the run's trained fold
     models (averaged, flip TTA at the constant fitted out of fold) on the values the lookup table asks of each face,
     by the face's own source's outputs. (images, keypoints (M, 30), source)."""
-    pred = np.mean([predict_images(load_fold_model(cfg, run_dir / f"fold{k}" / "best.pt", dev), data.test_images,
-                                   data.test_source, dev, amp, tta=True, flip_const=tta_const,
-                                   channels_last=cfg.channels_last) for k in which], 0)
-    return data.test_images, asked_only(data, pred), data.test_source
+    pred = averaged_tta(cfg, [run_dir / f"fold{k}" / "best.pt" for k in which], data.test_images, data.test_source,
+                        tta_const, dev, amp)
+    return data.test_images, np.where(lookup_asks(data), pred, np.nan).astype(np.float32), data.test_source
 
 
-def asked_only(data: CompetitionData, pred: np.ndarray) -> np.ndarray:
-    """Test-face predictions kept where the lookup table asks for a value, NaN elsewhere (no label to learn)."""
-    asked = np.zeros(pred.shape, bool)
+def lookup_asks(data: CompetitionData) -> np.ndarray:
+    """(M, 30) True where the lookup table asks for a test face's value (elsewhere a pseudo-label has nothing to
+    teach)."""
+    asked = np.zeros((len(data.test_images), 30), bool)
     asked[data.lookup["img"].to_numpy(), data.lookup["col"].to_numpy()] = True
-    return np.where(asked, pred, np.nan).astype(np.float32)
+    return asked
 
 
 def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch.device, amp,
@@ -146,14 +149,10 @@ def pseudo_rows(cfg: Config, data: CompetitionData, fold: int | None, dev: torch
         va = np.flatnonzero(folds == fold)
         images, source, asked = data.images[va], data.source[va], np.isfinite(data.keypoints[va])
     else:
-        images, source = data.test_images, data.test_source
+        images, source, asked = data.test_images, data.test_source, lookup_asks(data)
     tcfg, _ = load_run(tdir)
     ckpts = [tdir / f"fold{fold}" / "best.pt"] if fold is not None else checkpoints(tdir)
     if not all(c.is_file() and (c.parent / "result.json").is_file() for c in ckpts):
         raise FkdError(f"teacher {tdir}: {ckpts[0].parent.name} is not finished; finish the teacher first")
-    c = tta_constant(tcfg, read_cv(tdir))
-    pred = np.mean([predict_images(load_fold_model(tcfg, ck, dev), images, source, dev, amp,
-                                   tta=True, flip_const=c, channels_last=tcfg.channels_last) for ck in ckpts], 0)
-    if cfg.pseudo_faces == "val":
-        return images, np.where(asked, pred, np.nan).astype(np.float32), source
-    return images, asked_only(data, pred), source
+    pred = averaged_tta(tcfg, ckpts, images, source, tta_constant(tcfg, read_cv(tdir)), dev, amp)
+    return images, np.where(asked, pred, np.nan).astype(np.float32), source
