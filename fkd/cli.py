@@ -300,9 +300,11 @@ def _infer_commands(sub) -> None:
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("blend", help="weighted average of runs, NNLS weights fitted out of fold -> a submission")
-    s.add_argument("runs", nargs="+", help="run folders (all folds trained, same data)")
-    s.add_argument("--per", choices=["source", "keypoint", "global"], default="source",
-                   help="one weight set per annotation source (default), per keypoint, or one for all")
+    s.add_argument("runs", nargs="+", help="run folders (same data; the same folds trained, e.g. all, or fold 0 "
+                                           "of one split)")
+    s.add_argument("--per", choices=["source", "keypoint", "global", "equal"], default="source",
+                   help="one weight set per annotation source (default), per keypoint, one for all, or equal "
+                        "weights (nothing fitted: best where few faces are out of fold)")
     s.add_argument("--data-dir", help="competition folder (default: the first run's); one with solution.csv "
                                       "scores the blend locally")
     s.set_defaults(fn=cmd_blend)

@@ -61,3 +61,65 @@ def test_blend_data_dir_scores_where_the_truth_is_and_refuses_other_training_dat
     make_practice(tmp_path / "other", seed=99, n_train=60, n_test=10)
     with pytest.raises(FkdError, match="training data differs"):
         blend([str(good), str(twin)], out_dir=tmp_path / "s2", data_dir=str(tmp_path / "other"))
+
+
+def _fold0_only(src: Path, dst: Path, noise: float, seed: int) -> Path:
+    """A copy of a 2-fold run as if it had trained fold 0 only (fold 1's model and OOF rows gone), its OOF
+    predictions perturbed by `noise` px."""
+    import json
+
+    from fkd.learn.runfiles import read_folds
+
+    shutil.copytree(src, dst)
+    shutil.rmtree(dst / "fold1")
+    cv = json.loads((dst / "cv.json").read_text())
+    cv["folds_trained"] = [0]
+    (dst / "cv.json").write_text(json.dumps(cv))
+    rng, out = np.random.default_rng(seed), read_folds(dst) != 0
+    oofs = []
+    for tta in (False, True):
+        o = read_oof(dst, tta) + rng.normal(0, noise, (len(out), 30)).astype(np.float32)
+        o[out] = np.nan
+        oofs.append(o)
+    write_oof(dst, *oofs)
+    return dst
+
+
+def test_blend_of_runs_that_trained_fold_0_only_scores_its_faces_and_refuses_mismatched_folds(trained_run, tmp_path):
+    from fkd.errors import FkdError
+    from fkd.infer.blend import cross_fit_parts
+    from fkd.learn.cv import training_data
+    from fkd.learn.runfiles import read_folds
+
+    cfg, _ = trained_run
+    a = _fold0_only(cfg.run_dir(), tmp_path / "runs" / "a", noise=1.0, seed=1)
+    b = _fold0_only(cfg.run_dir(), tmp_path / "runs" / "b", noise=1.0, seed=2)
+    folds = read_folds(a)
+    y = np.where((folds == 0)[:, None], training_data(cfg).keypoints, np.nan)
+    oa, ob = read_oof(a, cfg.tta), read_oof(b, cfg.tta)
+
+    info = blend([str(a), str(b)], per="equal", out_dir=tmp_path / "s1")
+    assert info["folds_trained"] == [0] and info["faces_scored"] == int((folds == 0).sum())
+    assert info["weights"] == {"all": [0.5, 0.5]}
+    plain_average = np.sqrt(np.nanmean(((oa + ob) / 2 - y) ** 2))   # NaN outside fold 0 and where unlabelled
+    assert info["cv_rmse"] == pytest.approx(plain_average, rel=1e-5)
+    assert info["cv_rmse"] < min(info["cv_single"].values())        # two independent noises average down
+    assert Path(info["file"]).is_file()
+
+    # fitted weights: cross-fitted on two halves of fold 0's groups, which split its faces and never a group
+    parts = cross_fit_parts(a, folds, [0])
+    group = pd.read_csv(a / "folds.csv")["group"].to_numpy()
+    assert (parts[0] | parts[1]).sum() == (folds == 0).sum() and not (parts[0] & parts[1]).any()
+    assert not set(group[parts[0]]) & set(group[parts[1]]) and parts[0].any() and parts[1].any()
+    fitted = blend([str(a), str(b)], per="global", out_dir=tmp_path / "s2")
+    assert fitted["cv_rmse"] >= fitted["cv_rmse_in_sample"] - 1e-9
+
+    full = cfg.run_dir()                                             # trained both folds: another fold set
+    with pytest.raises(FkdError, match="trained different folds"):
+        blend([str(a), str(full)], out_dir=tmp_path / "s3")
+    c = _fold0_only(cfg.run_dir(), tmp_path / "runs" / "c", noise=1.0, seed=3)
+    f = pd.read_csv(c / "folds.csv")
+    f["fold"] = 1 - f["fold"]                                        # another split's fold 0
+    f.to_csv(c / "folds.csv", index=False)
+    with pytest.raises(FkdError, match="its folds differ"):
+        blend([str(a), str(c)], out_dir=tmp_path / "s4")
