@@ -99,6 +99,15 @@ for _seed in (1, 2):      # the aug_end pair again with training seeds 1 and 2
         ROWS[f"{_name}-s{_seed}"] = (f"{ROWS[_name][0]}, training seed {_seed}",
                                      [*ROWS[_name][1], f"seed={_seed}", "split_seed=42"])
 
+# two backbones in one submission: resnet18 at 100 epochs averaged with regnety_004 at the 141 epochs the same
+# minutes buy it, against two resnet18 seeds (equal time either way); regnety_004 with best's aug_end too
+R18 = {42: "b3-r18-e100-ema-augend", 1: "b3-r18-e100-ema-augend-s1", 2: "b3-r18-e100-ema-augend-s2"}
+REGNETY = {42: "b4-regnety-e141-ema-augend", 1: "b4-regnety-e141-ema-augend-s1"}
+for _seed, _name in REGNETY.items():
+    ROWS[_name] = (f"best's length at equal time: regnety_004 + SimCC, EMA 0.998, 141 epochs, augmentation 0.5 over "
+                   f"the last quarter, training seed {_seed}", [*ROWS["b2-regnety-e141-ema"][1], "aug_end=0.5",
+                                                                f"seed={_seed}", "split_seed=42"])
+
 
 # self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
 # 2-core AMD EPYC without AMX): a refit's steps kept, so its epochs shrink by the faces added (72 x 1774 / 2363 =
@@ -131,14 +140,18 @@ def fold0_tta(run: Path):
     return tta_average(f["plain"], f["mirrored"], c), f["idx"], yy
 
 
-def with_teacher(student: Path, teacher: Path) -> float:
-    """Fold 0's RMSE of the average of a student's and its teacher's flip-TTA predictions: what a submission that
-    averages a fold model (the teacher) with a refit model (the student) gets out of fold."""
+def averaged(*runs: Path) -> float:
+    """Fold 0's RMSE of the plain average of some runs' flip-TTA predictions: e.g. a student and its teacher, as a
+    submission that averages a fold model (the teacher) with a refit model (the student) gets out of fold."""
     from fkd.competition.metric import rmse_masked
 
-    (ps, idx, y), (pt, idx_t, _) = fold0_tta(student), fold0_tta(teacher)
-    assert (idx == idx_t).all()
-    return rmse_masked((ps + pt) / 2, y)
+    got = [fold0_tta(r) for r in runs]
+    assert all((idx == got[0][1]).all() for _, idx, _ in got)
+    return rmse_masked(sum(p for p, _, _ in got) / len(got), got[0][2])
+
+
+def with_teacher(student: Path, teacher: Path) -> float:
+    return averaged(student, teacher)
 
 
 def fold0(run: Path) -> dict | None:
@@ -188,6 +201,7 @@ def main() -> int:
         delta = f"{r['tta'] - ref['tta']:+.3f}" if ref and name != "x0-e30" else ""
         print(f"| {label} | {r['epochs']} | {r['plain']:.3f} | {r['tta']:.3f} | {delta} |")
     print_seeded(runs)
+    print_backbones(runs)
     return 0
 
 
@@ -257,6 +271,26 @@ def print_seeded(runs: Path) -> None:
             d = np.array([r["tta"] - b["tta"] for r, b in deltas])
             print(f"| {what}, vs aug_end 0.5 of the same seed | {' | '.join(f'{x:+.3f}' for x in d)} | "
                   f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else float('nan'):.3f} (n={len(d)}) |")
+
+
+def print_backbones(runs: Path) -> None:
+    """Pairs of fold-0 models averaged, at equal time: a resnet18 seed with another resnet18 seed, against the same
+    resnet18 seed with a regnety_004 (each regnety seed in turn, and b2 without aug_end), paired per resnet18 seed."""
+    import numpy as np
+
+    partners = [r for r in (*REGNETY.values(), "b2-regnety-e141-ema") if fold0(runs / r)]
+    seeds = [s for s in R18 if fold0(runs / R18[s])]
+    if len(seeds) < 2 or not partners:
+        return
+    print("\n| two fold-0 models averaged, equal time (flip TTA): resnet18 seed + | "
+          + " | ".join(f"resnet18 seed {s}" for s in seeds) + " | mean |\n|---|" + "---|" * (len(seeds) + 1))
+    same = [averaged(runs / R18[s], runs / R18[seeds[(i + 1) % len(seeds)]]) for i, s in enumerate(seeds)]
+    print(f"| another resnet18 seed (the next one) | {' | '.join(f'{x:.4f}' for x in same)} | {np.mean(same):.4f} |")
+    for r in partners:
+        mixed = [averaged(runs / R18[s], runs / r) for s in seeds]
+        d = np.array(mixed) - np.array(same)
+        print(f"| {r} | {' | '.join(f'{x:.4f} ({y:+.4f})' for x, y in zip(mixed, d))} | {np.mean(mixed):.4f} "
+              f"({d.mean():+.4f} ± {d.std(ddof=1):.4f}) |")
 
 
 if __name__ == "__main__":
