@@ -68,15 +68,22 @@ def cmd_score(a):
 
 
 def cmd_train(a):
+    from .config import members
     from .learn.cv import format_cv
     from .pipeline import train
 
-    cfg = _make_cfg(a, **({"train_folds": (a.fold,)} if a.fold is not None else {}))
-    cv = train(cfg, Remote.from_args(a))
-    print(format_cv(cv))
-    rd = cfg.run_dir()
-    _wrote(rd / "config.yaml", rd / "cv.json", rd / "cv.txt", rd / "oof.npz",
-           *[rd / f"fold{k}" / n for k in cv["folds_trained"] for n in ("best.pt", "metrics.csv", "loss.png")])
+    runs = members(_make_cfg(a, **({"train_folds": (a.fold,)} if a.fold is not None else {})))
+    for i, cfg in enumerate(runs):
+        if len(runs) > 1:
+            print(f"run {i + 1} of {len(runs)} (blend: one run a backbone, the budget shared): {cfg.run_name()}",
+                  flush=True)
+        cv = train(cfg, Remote.from_args(a))
+        print(format_cv(cv))
+        rd = cfg.run_dir()
+        _wrote(rd / "config.yaml", rd / "cv.json", rd / "cv.txt", rd / "oof.npz",
+               *[rd / f"fold{k}" / n for k in cv["folds_trained"] for n in ("best.pt", "metrics.csv", "loss.png")])
+    if len(runs) > 1:
+        print("average them into a submission: fkd blend --per equal " + " ".join(str(c.run_dir()) for c in runs))
 
 
 def cmd_predict(a):

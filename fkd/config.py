@@ -35,6 +35,9 @@ class Config:
     simcc_split: int = 2           # simcc head: bins a pixel (x and y each over split x 96 bins)
     simcc_sigma: float = 1.5       # simcc head: the target Gaussian's std in pixels
     weights: str = ""              # optional local pretrained weights for a timm backbone (.pth/.safetensors)
+    blend: str = ""                # more backbones, comma-separated (e.g. regnety_004): each trains as a run of its own
+                                   # with this recipe on the same split, the budget shared equally between the runs;
+                                   # the submission averages every run's models equally (fkd/infer/blend.py, members)
     dropout: float = 0.1           # the one default, for every model (BaselineNet's published figures used it)
     source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
     # cross-validation
@@ -139,7 +142,7 @@ class Config:
 
 # Fields that do not change the trained weights: they may differ between the runs that share a run dir.
 NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device", "workers", "threads",
-                "train_folds", "preset", "refit", "tta_shift", "tta_scale"}
+                "train_folds", "preset", "refit", "tta_shift", "tta_scale", "blend"}
 
 
 # Fields added after runs existed, with the value every earlier run trained with (for these, the field's default):
@@ -332,6 +335,8 @@ def validate(cfg: Config) -> None:
         (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device must be auto|cpu|cuda"),
         (cfg.amp in ("auto", "bf16", "off"), "amp must be auto|bf16|off"),
         (cfg.preset in PRESETS, f"preset must be one of {'|'.join(PRESETS)}"),
+        (len(set(blend_models(cfg))) == len(blend_models(cfg)),
+         f"blend repeats a backbone ({', '.join(blend_models(cfg))}): name each backbone once (model first)"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -372,6 +377,21 @@ def check_names(cfg: Config) -> None:
     if not is_model(cfg.model):
         raise FkdError(f"bad config: unknown model {cfg.model!r}{_suggest(cfg.model, MODELS)}; use one of "
                        f"{', '.join(MODELS)} or a timm backbone name (timm.list_models())")
+
+
+def blend_models(cfg: Config) -> list[str]:
+    """The backbones a config trains: its model, then those `blend` names."""
+    return [cfg.model, *[m.strip() for m in cfg.blend.split(",") if m.strip()]]
+
+
+def members(cfg: Config) -> list[Config]:
+    """The runs a config trains: itself, or with `blend` one run per backbone (its own model first), each with an
+    equal share of the budget and no blend of its own; named <name>-<model> where the config has a name."""
+    models = blend_models(cfg)
+    if len(models) == 1:
+        return [cfg]
+    return [replace(cfg, model=m, blend="", budget_min=cfg.budget_min / len(models),
+                    name=f"{cfg.name}-{m}" if cfg.name else "") for m in models]
 
 
 def save_config(cfg: Config, path: str | os.PathLike, extra: dict | None = None) -> Path:

@@ -45,13 +45,13 @@ def _banner(text: str) -> None:
     print(f"{line}\n{text}\n{line}", flush=True)
 
 
-def unfinished_submission(cfg, there) -> str | None:
-    """The newest CSV of this run (same TTA) that the ledger holds as made or sent but not yet scored, for this
-    destination: sent there, or made from the data it scores and not sent anywhere."""
+def unfinished_submission(run: str, tta: bool, there) -> str | None:
+    """The newest CSV of this run or blend (same TTA) that the ledger holds as made or sent but not yet scored,
+    for this destination: sent there, or made from the data it scores and not sent anywhere."""
     from .kaggle import ledger
 
     rows = ledger.rows(where="WHERE run = ? AND tta = ? AND competition = ? AND status IN ('local', 'pending', "
-                             "'submitted')", args=(cfg.run_name(), int(cfg.tta), COMP.slug))
+                             "'submitted')", args=(run, int(tta), COMP.slug))
     rows = ledger.for_destination(rows, there.name, there.test_hash)
     return next((r["file"] for r in reversed(rows) if Path(r["file"]).is_file()), None)
 
@@ -114,43 +114,82 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
             + (f"  submitted     {', '.join(cv['submission']['models'])} averaged; the CV is {estimate}\n"
                if estimate else "") +
             f"  public score  {row['public_score']:.4f}\n  private score {row['private_score']:.4f}\n"
-            f"  took {time.time() - t0:.0f}s; run in {cfg.run_dir()}, submission and sidecar in submissions/, "
+            f"  took {time.time() - t0:.0f}s; run in {cfg.run_dir()}"
+            + (f" (and {len(info['runs']) - 1} more: {', '.join(Path(r).name for r in info['runs'][1:])})"
+               if len(info.get("runs", [])) > 1 else "") + ", submission and sidecar in submissions/, "
             "ledger: `fkd scores`")
     return {"cv": cv, "submission": info, "ledger": row, "offline": offline, "seconds": time.time() - t0}
 
 
 def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: float, remote: Remote | None):
     """Steps 1-4 against the destination in use: data, train (or reuse), predict (or finish an earlier upload),
-    upload and wait for the score."""
-    from .config import make_config, replace
-    from .infer.predict import predict_run
+    upload and wait for the score. A config with `blend` trains one run per backbone and submits their average."""
+    from .config import make_config, members, replace
     from .kaggle.destination import destination
     from .kaggle.download import download
     from .kaggle.upload import upload
     from .learn.cv import format_cv
-    from .learn.refit import what_is_submitted
 
     print(f"[1/4] data: {where()} -> {dest}", flush=True)
     download(dest)
     cfg = make_config(preset=preset, config_file=config_file, overrides=list(overrides), data_dir=str(dest))
+    runs = members(cfg)
     if offline and not cfg.name:   # one run folder per rehearsal data set: another folder's run is never refused
-        cfg = replace(cfg, name=f"{cfg.run_name()}-{dest.name}")
+        runs = [replace(m, name=f"{m.run_name()}-{dest.name}") for m in runs]
+    if len(runs) > 1 and remote is not None and not remote.checkpoints:
+        remote = Remote(remote.accelerator, True)     # a blend averages the runs' models here: bring them back
     where_train = f"in a Kaggle kernel ({remote.accelerator})" if remote else "here"
-    print(f"[2/4] train {where_train}: {cfg.run_name()} ({cfg.preset}: {cfg.model}/{cfg.head}, {cfg.models_line()}); "
-          "a finished run with this config and data is reused", flush=True)
-    cv = train(cfg, remote)
-    print(format_cv(cv))
+    cvs = []
+    for i, m in enumerate(runs):
+        which = f" (run {i + 1} of {len(runs)}: the budget is shared equally)" if len(runs) > 1 else ""
+        print(f"[2/4] train {where_train}{which}: {m.run_name()} ({m.preset}: {m.model}/{m.head}, {m.models_line()}); "
+              "a finished run with this config and data is reused", flush=True)
+        cvs.append(train(m, remote))
+        print(format_cv(cvs[-1]))
     there = destination()
-    earlier = unfinished_submission(cfg, there)
+    if len(runs) > 1:
+        cv, info = _blended(runs, cvs, dest, there)
+    else:
+        cv, info = cvs[0], _predicted(runs[0], cvs[0], there, remote)
+    print(f"[4/4] upload to {where()} and wait for the score", flush=True)
+    return runs[0], cv, info, upload(info["file"], timeout=timeout, there=there)
+
+
+def _predicted(cfg, cv: dict, there, remote: Remote | None) -> dict:
+    """The run's submission: one made before and not yet scored (an interrupted `make submit`), or a new one."""
+    from .infer.predict import predict_run
+    from .learn.refit import what_is_submitted
+
+    earlier = unfinished_submission(cfg.run_name(), cfg.tta, there)
     if earlier is not None:  # an interrupted `make submit`: finish that upload instead of making another
         print(f"[3/4] predict: {earlier} of this run was made before and not yet scored; submitting it "
               "(exactly once)", flush=True)
-        info = {"file": earlier}
+        return {"file": earlier}
+    models = " + ".join(what_is_submitted(cfg, cv)["models"])
+    print(f"[3/4] predict: {'the kernel made it' if remote else models + ' averaged'}, TTA "
+          f"{'on' if cfg.tta else 'off'}", flush=True)
+    info = kernel_submission(cfg) if remote else predict_run(cfg.run_dir(), tta=cfg.tta)
+    print(f"      wrote {info['file']}" + (f"; {info['cv_estimates']}" if info.get("cv_estimates") else ""))
+    return info
+
+
+def _blended(runs: list, cvs: list[dict], dest: Path, there) -> tuple[dict, dict]:
+    """The runs' models averaged equally (`fkd blend --per equal`), or the blend made before and not yet scored;
+    with the cv the banner shows: the blend's out-of-fold RMSE and what it estimates."""
+    import json
+
+    from .infer.blend import blend, blend_name, format_blend
+
+    name = blend_name([m.run_dir() for m in runs])
+    earlier = unfinished_submission(name, True, there)
+    if earlier is not None and Path(earlier).with_suffix(".json").is_file():
+        print(f"[3/4] predict: {earlier} of these runs was made before and not yet scored; submitting it "
+              "(exactly once)", flush=True)
+        info = {"file": earlier, **json.loads(Path(earlier).with_suffix(".json").read_text())}
     else:
-        models = " + ".join(what_is_submitted(cfg, cv)["models"])
-        print(f"[3/4] predict: {'the kernel made it' if remote else models + ' averaged'}, TTA "
-              f"{'on' if cfg.tta else 'off'}", flush=True)
-        info = kernel_submission(cfg) if remote else predict_run(cfg.run_dir(), tta=cfg.tta)
-        print(f"      wrote {info['file']}" + (f"; {info['cv_estimates']}" if info.get("cv_estimates") else ""))
-    print(f"[4/4] upload to {where()} and wait for the score", flush=True)
-    return cfg, cv, info, upload(info["file"], timeout=timeout, there=there)
+        print(f"[3/4] predict: the {len(runs)} runs' models averaged equally, each with its TTA", flush=True)
+        info = blend([str(m.run_dir()) for m in runs], per="equal", data_dir=str(dest))
+        print(format_blend(info))
+    cv = {"cv_rmse": info["cv_rmse"], "mean_keypoint_rmse": cvs[0]["mean_keypoint_rmse"],
+          "submission": {"models": info["models"], "cv_estimates": info["cv_estimates"]}}
+    return cv, info

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import KEY, noisy_submission, unavailable
 
@@ -279,3 +280,44 @@ def test_submit_end_to_end_offline(practice_dir, tmp_path, monkeypatch, capsys, 
     for subset, col in (("public", "public_score"), ("private", "private_score")):
         assert abs(row[col] - score_files(sub, practice_dir / "solution.csv", subset=subset)["rmse"]) < 1e-9
     assert f"CV RMSE       {r['cv']['cv_rmse']:.4f}" in out and "public score" in out
+
+
+def test_submit_of_a_blend_trains_a_run_a_backbone_and_uploads_their_equal_average(practice_dir, tmp_path,
+                                                                                    monkeypatch, capsys, trains):
+    """`blend`: one run a backbone on the same split (fold 0 + a refit each), their four models averaged equally,
+    the blend's CV the out-of-fold error of the two fold-0 models averaged, uploaded and scored like any other."""
+    import json
+
+    from fkd.infer.blend import blend_name
+    from fkd.learn.cv import training_data
+    from fkd.learn.runfiles import load_run, read_folds, read_oof
+    from fkd.pipeline import submit
+    for v in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "FKD_KAGGLE_ENDPOINT"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-credentials"))
+    r = submit(preset="quick", data_dir=str(practice_dir), offline=True,
+               overrides=["folds=2", "train_folds=0", "refit=1", "epochs=1", "limit_train=120", "batch_size=16",
+                          "model=baseline", "blend=resnet18"])
+    out = capsys.readouterr().out
+    assert "(run 1 of 2: the budget is shared equally)" in out and "(run 2 of 2" in out
+    info = r["submission"]
+    runs = [Path(d) for d in info["runs"]]
+    assert [json.loads((d / "cv.json").read_text())["run"] for d in runs] == [d.name for d in runs]
+    assert "baseline" in runs[0].name and "resnet18" in runs[1].name
+    assert Path(info["file"]).name.endswith(blend_name(runs) + ".csv")
+    assert info["per"] == "equal" and info["models"] == [f"{d.name}/{m}" for d in runs for m in ("fold0", "refit0")]
+    assert "refit models" in info["cv_estimates"] and "averaged equally" in info["cv_estimates"]
+
+    # the CV: fold 0's out-of-fold predictions of both runs, averaged, against the labels
+    folds = read_folds(runs[0])
+    assert np.array_equal(folds, read_folds(runs[1]))                       # one split for both backbones
+    y = training_data(load_run(runs[0])[0]).keypoints
+    avg = (read_oof(runs[0], True) + read_oof(runs[1], True)) / 2
+    err = (avg - y)[folds == 0]
+    assert r["cv"]["cv_rmse"] == pytest.approx(float(np.sqrt(np.nanmean(err ** 2))), rel=1e-5)
+    assert f"CV RMSE       {r['cv']['cv_rmse']:.4f}" in out and "and 1 more" in out
+
+    row = r["ledger"]
+    assert row["status"] == "COMPLETE" and row["run"] == blend_name(runs)
+    assert abs(row["public_score"] - score_files(Path(info["file"]), practice_dir / "solution.csv",
+                                                 subset="public")["rmse"]) < 1e-9

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import unavailable
 
 from fkd.cli import main
@@ -72,3 +73,20 @@ def test_the_report_shows_the_views_column_only_where_views_were_used():
           "folds_by": "groups", "flip_const": 97.0}
     assert "flip + views (the CV)" in _cv_section(cv) and "1.9000" in _cv_section(cv)
     assert "flip + views" not in _cv_section({**cv, "tta_views_weight": 0.0})
+
+
+def test_a_blend_trains_one_run_a_backbone_on_an_equal_share_of_the_budget():
+    from fkd.config import make_config, members
+    from fkd.errors import FkdError
+
+    cfg = make_config(preset="best", overrides=["blend=regnety_004", "name=mine"])
+    runs = members(cfg)
+    assert [m.model for m in runs] == ["resnet18", "regnety_004"] and [m.name for m in runs] == ["mine-resnet18",
+                                                                                                 "mine-regnety_004"]
+    assert [m.budget_min for m in runs] == [cfg.budget_min / 2] * 2 and not any(m.blend for m in runs)
+    assert all((m.ema, m.refit, m.train_folds, m.aug_end) == (cfg.ema, cfg.refit, cfg.train_folds, cfg.aug_end)
+               for m in runs)                                              # the recipe, shared
+    assert members(make_config(preset="best", overrides=["blend="])) == [make_config(preset="best",
+                                                                                      overrides=["blend="])]
+    with pytest.raises(FkdError, match="blend repeats a backbone"):
+        make_config(preset="best", overrides=["blend=regnety_004,resnet18"])

@@ -10,9 +10,10 @@ the other half worse than the plain average).
 The blend's CV is cross-fitted: the weights applied to fold k were fitted on the other folds, so the figure is
 as honest as a single run's CV. Runs that trained the same folds of one split (e.g. fold 0 + refit models, as the
 presets do) blend on those folds' validation faces; with one fold trained its faces are cross-fitted in two halves
-of their near-duplicate groups (weights fitted on one half score the other). The test predictions (each run's fold ensemble with its TTA) are combined with
-the weights fitted on all rows and written through the lookup table like any submission (CSV + sidecar +
-ledger row, scored locally when a solution.csv exists).
+of their near-duplicate groups (weights fitted on one half score the other). The test predictions (each run's
+models averaged, with its TTA) are combined with the weights fitted on all rows and written through the lookup
+table like any submission (CSV + sidecar + ledger row, scored locally when a solution.csv exists). A config's
+`blend` (fkd.config.members) trains one run a backbone and submits them through here, averaged equally.
 """
 from __future__ import annotations
 
@@ -157,12 +158,30 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     test_groups = _groups(per, data.test_source)
     pred = apply_weights(np.stack(test_preds), weights, test_groups)
     sub = submission_frame(pred, data)
-    tag = hashlib.sha1("|".join(sorted(d.name for d, *_ in runs)).encode()).hexdigest()[:8]
     info = {"runs": [str(d.resolve()) for d, *_ in runs], "per": per,
+            "models": [f"{d.name}/{c.parent.name}" for d, *_ in runs for c in checkpoints(d)],
+            "cv_estimates": estimate(runs, trained, per),
             "weights": {k: [round(float(x), 4) for x in v] for k, v in weights.items()},
             "cv_rmse_in_sample": in_sample, "cv_single": singles, "folds_trained": trained,
             "faces_scored": int(scored.sum())}
-    return write_submission(sub, f"blend-{len(runs)}runs-{tag}", data, info, cv_blend, True, out_dir)
+    return write_submission(sub, blend_name([d for d, *_ in runs]), data, info, cv_blend, True, out_dir)
+
+
+def blend_name(run_dirs) -> str:
+    """The name a blend of these runs has in submissions/ and the ledger: blend-<n>runs-<hash of their names>."""
+    names = sorted(Path(d).name for d in run_dirs)
+    return f"blend-{len(names)}runs-" + hashlib.sha1("|".join(names).encode()).hexdigest()[:8]
+
+
+def estimate(runs, trained: list[int], per: str) -> str:
+    """Which CV estimates the blend's submission, in words a sidecar can carry."""
+    refits = sum(c.refit for _, c, *_ in runs)
+    how = "averaged equally" if per == "equal" else f"blended with weights per {per} (cross-fitted)"
+    what = (f"the out-of-fold error of the {len(runs)} runs' fold {', '.join(map(str, trained))} models {how}")
+    if refits:
+        return (f"{what}: a slightly pessimistic estimate of the submission, which also averages their {refits} "
+                "refit models, trained on every row")
+    return what
 
 
 def format_blend(info: dict) -> str:
