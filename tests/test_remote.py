@@ -318,6 +318,27 @@ def test_make_submit_remote_kaggle_offline_end_to_end(practice_dir, tmp_path, mo
     assert "fetched before; reused" in capsys.readouterr().out and again["ledger"]["file"] != row["file"]
 
 
+def test_submit_remote_of_a_blend_trains_each_backbone_in_a_kernel_and_averages_their_models_here(
+        practice_dir, tmp_path, monkeypatch, capsys, trains):
+    """`blend` with REMOTE=kaggle: one kernel a backbone, their checkpoints brought back (a blend averages the
+    models here), the equal average uploaded and scored; the ledger names both kernels."""
+    from fkd.pipeline import submit
+    from fkd.remote import Remote
+    for v in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "FKD_KAGGLE_ENDPOINT"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("FKD_KERNEL_POLL", "0.3")
+    r = submit(preset="quick", data_dir=str(practice_dir), overrides=[*TINY, "blend=resnet18", "train_folds=0"],
+               offline=True, remote=Remote())
+    out = capsys.readouterr().out
+    assert out.count("[2/4] train in a Kaggle kernel (NvidiaTeslaT4) (run ") == 2
+    info, row = r["submission"], r["ledger"]
+    assert [Path(d).name.split("-")[1] for d in info["runs"]] == ["baseline", "resnet18"]
+    assert all((Path(d) / "fold0" / "best.pt").is_file() for d in info["runs"])     # brought back to average here
+    assert row["status"] == "COMPLETE" and row["trained_on"].count("kaggle fkd-offline/") == 2
+    assert info["cv_rmse"] < 100 and row["public_score"] is not None
+
+
 def test_fkd_serve_takes_a_running_kernel_with_it_on_sigterm(practice_dir, tmp_path, monkeypatch):
     """Stopped with SIGTERM, `fkd serve` ends the kernel it was running (a subprocess), as Ctrl-C does."""
     import signal
