@@ -83,9 +83,11 @@ def main(argv=None) -> int:
         print(f"preset {args.preset} ({full.folds} folds x {full.epochs} epochs) on this data at this rate: "
               f"about {est / 60:.1f} min of training")
         if full.budget_min > 0:                        # what the preset's own budget buys here (the run's probe)
+            from fkd.config import members
             from fkd.learn.budget import resolve_budget
-            resolve_budget(make_config(preset=args.preset, overrides=args.set, data_dir=data_dir,
-                                       runs_dir=str(work / "probe"), device="cuda"), load_data(data_dir))
+            for m in members(make_config(preset=args.preset, overrides=args.set, data_dir=data_dir,
+                                         runs_dir=str(work / "probe"), device="cuda")):   # a blend: each run's share
+                resolve_budget(m, load_data(data_dir))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
