@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         print(f"preset {args.preset} ({full.folds} folds x {full.epochs} epochs) on this data at this rate: "
               f"about {est / 60:.1f} min of training")
         if full.budget_min > 0:                        # what the preset's own budget buys here (the run's probe)
-            from fkd.config import members
+            from fkd.infer.blend import members
             from fkd.learn.budget import resolve_budget
             for m in members(make_config(preset=args.preset, overrides=args.set, data_dir=data_dir,
                                          runs_dir=str(work / "probe"), device="cuda")):   # a blend: each run's share

@@ -68,7 +68,7 @@ def cmd_score(a):
 
 
 def cmd_train(a):
-    from .config import members
+    from .infer.blend import members
     from .learn.cv import format_cv
     from .pipeline import train
 

@@ -37,7 +37,7 @@ class Config:
     weights: str = ""              # optional local pretrained weights for a timm backbone (.pth/.safetensors)
     blend: str = ""                # more backbones, comma-separated (e.g. regnety_004): each trains as a run of its own
                                    # with this recipe on the same split, the budget shared equally between the runs;
-                                   # the submission averages every run's models equally (fkd/infer/blend.py, members)
+                                   # the submission averages every run's models equally (fkd.infer.blend.members)
     dropout: float = 0.1           # the one default, for every model (BaselineNet's published figures used it)
     source_aware: bool = True      # the model knows the annotation source (separate outputs per source)
     # cross-validation
@@ -385,16 +385,6 @@ def check_names(cfg: Config) -> None:
 def blend_models(cfg: Config) -> list[str]:
     """The backbones a config trains: its model, then those `blend` names."""
     return [cfg.model, *[m.strip() for m in cfg.blend.split(",") if m.strip()]]
-
-
-def members(cfg: Config) -> list[Config]:
-    """The runs a config trains: itself, or with `blend` one run per backbone (its own model first), each with an
-    equal share of the budget and no blend of its own; named <name>-<model> where the config has a name."""
-    models = blend_models(cfg)
-    if len(models) == 1:
-        return [cfg]
-    return [replace(cfg, model=m, blend="", budget_min=cfg.budget_min / len(models),
-                    name=f"{cfg.name}-{m}" if cfg.name else "") for m in models]
 
 
 def save_config(cfg: Config, path: str | os.PathLike, extra: dict | None = None) -> Path:

@@ -124,7 +124,8 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
 def _run(dest: Path, preset, config_file, overrides, offline: bool, timeout: float, remote: Remote | None):
     """Steps 1-4 against the destination in use: data, train (or reuse), predict (or finish an earlier upload),
     upload and wait for the score. A config with `blend` trains one run per backbone and submits their average."""
-    from .config import make_config, members, replace
+    from .config import make_config, replace
+    from .infer.blend import members
     from .kaggle.destination import destination
     from .kaggle.download import download
     from .kaggle.upload import upload

@@ -78,8 +78,9 @@ def test_the_report_shows_the_views_column_only_where_views_were_used():
 
 
 def test_a_blend_trains_one_run_a_backbone_on_an_equal_share_of_the_budget():
-    from fkd.config import make_config, members
+    from fkd.config import make_config
     from fkd.errors import FkdError
+    from fkd.infer.blend import members
 
     cfg = make_config(preset="best", overrides=["blend=regnety_004", "name=mine"])
     runs = members(cfg)

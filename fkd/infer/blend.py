@@ -13,7 +13,7 @@ presets do) blend on those folds' validation faces; with one fold trained its fa
 of their near-duplicate groups (weights fitted on one half score the other). The test predictions (each run's
 models averaged, with its TTA) are combined with the weights fitted on all rows and written through the lookup
 table like any submission (CSV + sidecar + ledger row, scored locally when a solution.csv exists). A config's
-`blend` (fkd.config.members) trains one run a backbone and submits them through here, averaged equally.
+`blend` (members, below) trains one run a backbone and submits them through here, averaged equally.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 from ..competition import COMP
 from ..competition.data import test_hash
 from ..competition.metric import rmse
-from ..config import replace
+from ..config import Config, blend_models, replace
 from ..errors import FkdError
 from ..learn.cv import training_data
 from ..learn.runfiles import checkpoints, load_run, read_cv, read_folds, read_oof, tta_constant, tta_views
@@ -71,6 +71,16 @@ def apply_weights(preds: np.ndarray, weights: dict, groups) -> np.ndarray:
     return out
 
 
+def members(cfg: Config) -> list[Config]:
+    """The runs a config trains: itself, or with `blend` one run per backbone (its own model first), each with an
+    equal share of the budget and no blend of its own; named <name>-<model> where the config has a name."""
+    models = blend_models(cfg)
+    if len(models) == 1:
+        return [cfg]
+    return [replace(cfg, model=m, blend="", budget_min=cfg.budget_min / len(models),
+                    name=f"{cfg.name}-{m}" if cfg.name else "") for m in models]
+
+
 def scored_folds(runs) -> list[int]:
     """The folds every run trained (the same ones, of one split), or a one-line error naming the fix."""
     trained = {tuple(sorted(cv.get("folds_trained", []))) for *_, cv in runs}
@@ -107,7 +117,6 @@ def cross_fit_parts(run_dir: Path, folds: np.ndarray, trained: list[int]) -> lis
 def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions",
           data_dir: str | None = None) -> dict:
     from ..remote.run import trained_on
-    from .predict import ensemble_predict
     from .submission import submission_frame, write_submission
 
     if len(run_dirs) < 2:
@@ -149,15 +158,7 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     weights = {name: fit(rows, cols) for name, rows, cols in groups}
     in_sample = rmse((apply_weights(oof, weights, groups) - y)[np.isfinite(y)])
 
-    # test: each run's fold ensemble, blended with the weights per test image's source
-    test_preds = []
-    for d, cfg, meta, cv in runs:
-        if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
-            raise FkdError(f"{d}: trained beside another test set")
-        test_preds.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, tta_constant(cfg, cv),
-                                           tta_views(cfg, cv)))
-    test_groups = _groups(per, data.test_source)
-    pred = apply_weights(np.stack(test_preds), weights, test_groups)
+    pred = apply_weights(test_predictions(runs, data), weights, _groups(per, data.test_source))
     sub = submission_frame(pred, data)
     info = {"runs": [str(d.resolve()) for d, *_ in runs], "per": per,
             "models": [f"{d.name}/{c.parent.name}" for d, *_ in runs for c in checkpoints(d)],
@@ -167,6 +168,18 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
             "cv_rmse_in_sample": in_sample, "cv_single": singles, "folds_trained": trained,
             "faces_scored": int(scored.sum())}
     return write_submission(sub, blend_name([d for d, *_ in runs]), data, info, cv_blend, True, out_dir)
+
+
+def test_predictions(runs, data) -> np.ndarray:
+    """(R, M, 30): each run's models averaged on the test faces, with that run's TTA."""
+    from .predict import ensemble_predict
+
+    out = []
+    for d, cfg, meta, cv in runs:
+        if meta.get("test_hash") and meta["test_hash"] != test_hash(data):
+            raise FkdError(f"{d}: trained beside another test set")
+        out.append(ensemble_predict(cfg, checkpoints(d), data, cfg.tta, tta_constant(cfg, cv), tta_views(cfg, cv)))
+    return np.stack(out)
 
 
 def blend_name(run_dirs) -> str:
