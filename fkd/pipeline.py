@@ -180,6 +180,7 @@ def _blended(runs: list, cvs: list[dict], dest: Path, there) -> tuple[dict, dict
     import json
 
     from .infer.blend import blend, blend_name, format_blend
+    from .remote.run import trained_on
 
     name = blend_name([m.run_dir() for m in runs])
     earlier = unfinished_submission(name, True, there)
@@ -189,7 +190,8 @@ def _blended(runs: list, cvs: list[dict], dest: Path, there) -> tuple[dict, dict
         info = {"file": earlier, **json.loads(Path(earlier).with_suffix(".json").read_text())}
     else:
         print(f"[3/4] predict: the {len(runs)} runs' models averaged equally, each with its TTA", flush=True)
-        info = blend([str(m.run_dir()) for m in runs], per="equal", data_dir=str(dest))
+        kernels = "; ".join(filter(None, (trained_on(m.run_dir()) for m in runs))) or None
+        info = blend([str(m.run_dir()) for m in runs], per="equal", data_dir=str(dest), trained_on=kernels)
         print(format_blend(info))
     cv = {"cv_rmse": info["cv_rmse"], "mean_keypoint_rmse": cvs[0]["mean_keypoint_rmse"],
           "submission": {"models": info["models"], "cv_estimates": info["cv_estimates"]}}

@@ -115,8 +115,9 @@ def cross_fit_parts(run_dir: Path, folds: np.ndarray, trained: list[int]) -> lis
 
 
 def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submissions",
-          data_dir: str | None = None) -> dict:
-    from ..remote.run import trained_on
+          data_dir: str | None = None, trained_on: str | None = None) -> dict:
+    """The runs blended into a submission (CSV, sidecar, ledger row); `trained_on` says where the runs trained
+    (the Kaggle kernels, for the sidecar and ledger) where not here."""
     from .submission import submission_frame, write_submission
 
     if len(run_dirs) < 2:
@@ -163,7 +164,7 @@ def blend(run_dirs: list[str], per: str = "source", out_dir: str | Path = "submi
     info = {"runs": [str(d.resolve()) for d, *_ in runs], "per": per,
             "models": [f"{d.name}/{c.parent.name}" for d, *_ in runs for c in checkpoints(d)],
             "cv_estimates": estimate(runs, trained, per),
-            "trained_on": "; ".join(filter(None, (trained_on(d) for d, *_ in runs))) or None,
+            "trained_on": trained_on,
             "weights": {k: [round(float(x), 4) for x in v] for k, v in weights.items()},
             "cv_rmse_in_sample": in_sample, "cv_single": singles, "folds_trained": trained,
             "faces_scored": int(scored.sum())}

@@ -62,9 +62,9 @@ def study_folder(study_name: str, storage_url: str, study_id: int) -> Path:
 
 def trial_config(base: Config, params: dict, study_name: str, number: int, folder: Path | None = None) -> Config:
     """The config a trial trains: the base with the sampled values, in the study's own runs folder; no refit
-    models (a trial is scored out of fold only)."""
+    models (a trial is scored out of fold only) and no second backbone (a trial is one run)."""
     return replace(base, **params, name=f"{study_name}-trial{number:04d}",
-                   runs_dir=str(folder or TUNING / "runs" / study_name), refit=0)
+                   runs_dir=str(folder or TUNING / "runs" / study_name), refit=0, blend="")
 
 
 def make_objective(base: Config, space: dict, study_name: str, storage_url: str):
