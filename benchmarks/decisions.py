@@ -150,10 +150,6 @@ def averaged(*runs: Path) -> float:
     return rmse_masked(sum(p for p, _, _ in got) / len(got), got[0][2])
 
 
-def with_teacher(student: Path, teacher: Path) -> float:
-    return averaged(student, teacher)
-
-
 def fold0(run: Path) -> dict | None:
     """Fold 0's RMSE without TTA and with flip TTA at the constant fitted on its own predictions."""
 
@@ -245,8 +241,8 @@ def print_seeded(runs: Path) -> None:
           "mean ± std |\n|---|---|---|---|---|")
     for what, rows in (("teacher labels", TAUGHT), ("pseudo-labelled validation faces", PSEUDO),
                        ("pseudo-labelled validation faces, 23 epochs (equal time)", PSEUDO_EQ)):
-        pairs = [(with_teacher(runs / rows[s], runs / AUGEND[TEACHER_OF[s]]),
-                  with_teacher(runs / AUGEND[s], runs / AUGEND[TEACHER_OF[s]]))
+        pairs = [(averaged(runs / rows[s], runs / AUGEND[TEACHER_OF[s]]),
+                  averaged(runs / AUGEND[s], runs / AUGEND[TEACHER_OF[s]]))
                  for s in (42, 1, 2) if fold0(runs / rows[s]) and fold0(runs / AUGEND[s])]
         if pairs:
             d = np.array([a - b for a, b in pairs])
@@ -256,7 +252,7 @@ def print_seeded(runs: Path) -> None:
                   f"{d.std(ddof=1) if len(d) > 1 else float('nan'):.3f} (n={len(d)}) |")
     for what, ref, rows in (("the default's length, pseudo-labelled validation faces, 54 epochs against 72 (equal "
                              "steps)", DEFAULT_REF, DEFAULT_PSEUDO),):
-        pairs = [(with_teacher(runs / rows[s], runs / ref[t]), with_teacher(runs / ref[s], runs / ref[t]))
+        pairs = [(averaged(runs / rows[s], runs / ref[t]), averaged(runs / ref[s], runs / ref[t]))
                  for s, t in ((42, 1), (1, 42)) if fold0(runs / rows[s]) and fold0(runs / ref[s])
                  and fold0(runs / ref[t])]
         if pairs:
