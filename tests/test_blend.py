@@ -87,7 +87,7 @@ def _fold0_only(src: Path, dst: Path, noise: float, seed: int) -> Path:
 
 def test_blend_of_runs_that_trained_fold_0_only_scores_its_faces_and_refuses_mismatched_folds(trained_run, tmp_path):
     from fkd.errors import FkdError
-    from fkd.infer.blend import cross_fit_parts
+    from fkd.infer.blend import cross_fit_parts, format_blend
     from fkd.learn.cv import training_data
     from fkd.learn.runfiles import read_folds
 
@@ -105,6 +105,7 @@ def test_blend_of_runs_that_trained_fold_0_only_scores_its_faces_and_refuses_mis
     assert info["cv_rmse"] == pytest.approx(plain_average, rel=1e-5)
     assert info["cv_rmse"] < min(info["cv_single"].values())        # two independent noises average down
     assert Path(info["file"]).is_file()
+    assert "equal weights: nothing fitted" in format_blend(info) and "cross-fitted" not in format_blend(info)
 
     # fitted weights: cross-fitted on two halves of fold 0's groups, which split its faces and never a group
     parts = cross_fit_parts(a, folds, [0])
@@ -113,6 +114,7 @@ def test_blend_of_runs_that_trained_fold_0_only_scores_its_faces_and_refuses_mis
     assert not set(group[parts[0]]) & set(group[parts[1]]) and parts[0].any() and parts[1].any()
     fitted = blend([str(a), str(b)], per="global", out_dir=tmp_path / "s2")
     assert fitted["cv_rmse"] >= fitted["cv_rmse_in_sample"] - 1e-9
+    assert "cross-fitted weights; in-sample" in format_blend(fitted)
 
     full = cfg.run_dir()                                             # trained both folds: another fold set
     with pytest.raises(FkdError, match="trained different folds"):
