@@ -209,10 +209,9 @@ def format_blend(info: dict) -> str:
         lines.append(f"  {name:44s} CV {cv:.4f}")
     for g, w in info["weights"].items():
         lines.append(f"  weights {g:20s} " + "  ".join(f"{x:.3f}" for x in w))
-    if info["per"] == "equal":
-        lines.append(f"blend CV {info['cv_rmse']:.4f} (equal weights: nothing fitted, nothing to cross-fit)")
-    else:
-        lines.append(f"blend CV {info['cv_rmse']:.4f} (cross-fitted weights; in-sample {info['cv_rmse_in_sample']:.4f})")
+    how = ("equal weights: nothing fitted, nothing to cross-fit" if info["per"] == "equal"
+           else f"cross-fitted weights; in-sample {info['cv_rmse_in_sample']:.4f}")
+    lines.append(f"blend CV {info['cv_rmse']:.4f} ({how})")
     if "local_score" in info:
         s = info["local_score"]
         lines.append(f"local test score {s['all']['rmse']:.4f} (public {s['public']:.4f}, private {s['private']:.4f})")
