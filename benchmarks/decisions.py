@@ -112,8 +112,8 @@ for _seed, _name in REGNETY.items():
 # self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
 # 2-core AMD EPYC without AMX): a refit's steps kept, so its epochs shrink by the faces added (72 x 1774 / 2363 =
 # 54); the teacher, a fold-0 model of another seed at the full 72, as the run's fold model would be
-DEFAULT_REF = {42: "d1-e72-augend", 1: "d1-e72-augend-s1"}
-DEFAULT_PSEUDO = {s: f"d2-e54-pseudoval-s{s}" for s in DEFAULT_REF}
+DEFAULT_REF = {42: "d1-e72-augend", 1: "d1-e72-augend-s1", 2: "d1-e72-augend-s2"}
+DEFAULT_PSEUDO = {s: f"d2-e54-pseudoval-s{s}" for s in (42, 1)}
 for _seed, _name in DEFAULT_REF.items():
     ROWS[_name] = (f"the default's length: 72 epochs, aug_end 0.5, training seed {_seed}",
                    ["epochs=72", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
@@ -123,6 +123,24 @@ for _seed, _name in DEFAULT_PSEUDO.items():
                    f"pseudo-labelled by {_teacher} train beside its rows, training seed {_seed}",
                    ["epochs=54", "aug_end=0.5", f"teacher={_teacher}", "teacher_weight=0", "pseudo=1",
                     "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
+
+# faster backbones in the default's minutes (fifth session): the epochs each buys where regnety_004 gets 30, from the
+# budget probe's epochs for 27 minutes, alone (regnety_004 54-56, regnetx_002 103-106, regnety_002 83-91, regnetx_004
+# 79-86), with the adopted recipe (aug_end 0.5), paired against x12-e30-augend of the same training seed
+FAST = {"e1-regnetx002-e56": ("regnetx_002", 56), "e2-regnety002-e47": ("regnety_002", 47),
+        "e3-regnetx004-e45": ("regnetx_004", 45)}
+for _name, (_model, _epochs) in FAST.items():
+    for _seed in AUGEND:
+        ROWS[_name if _seed == 42 else f"{_name}-s{_seed}"] = (
+            f"{_model}, {_epochs} epochs (regnety_004's 30 in the same minutes), aug_end 0.5, training seed {_seed}",
+            [f"model={_model}", f"epochs={_epochs}", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
+
+# the best of them at the default's length: the epochs regnety_004's 72 buy it, paired against DEFAULT_REF's seeds
+DEFAULT_FAST = {s: "d3-regnetx002-e136" + ("" if s == 42 else f"-s{s}") for s in DEFAULT_REF}
+for _seed, _name in DEFAULT_FAST.items():
+    ROWS[_name] = (f"the default's length: regnetx_002, 136 epochs (regnety_004's 72 in the same minutes), "
+                   f"aug_end 0.5, training seed {_seed}",
+                   ["model=regnetx_002", "epochs=136", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
 
 def fold0_tta(run: Path):
     """Fold 0's out-of-fold predictions with flip TTA at the constant fitted on them, their rows and their labels."""
@@ -208,11 +226,11 @@ def reference(name: str) -> str:
         return "b1-r18-e100-ema"
     if name.startswith("b3-r18-e100-ema-augend-s"):
         return name.replace("b3-r18-e100-ema-augend", "b1-r18-e100-ema")
-    for seed, row in DEFAULT_PSEUDO.items():
-        if name == row:
+    for seed in DEFAULT_REF:
+        if name in (DEFAULT_PSEUDO.get(seed), DEFAULT_FAST[seed]):
             return DEFAULT_REF[seed]
     for seed in AUGEND:
-        if name in (TAUGHT[seed], PSEUDO[seed], PSEUDO_EQ[seed]):
+        if name in (TAUGHT[seed], PSEUDO[seed], PSEUDO_EQ[seed], *(f if seed == 42 else f"{f}-s{seed}" for f in FAST)):
             return AUGEND[seed]
     for seed, ref in SEEDS.items():
         if name.endswith(f"-s{seed}") and name != ref:

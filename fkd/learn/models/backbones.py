@@ -38,7 +38,8 @@ def _timm(name: str) -> Callable[..., KeypointModel]:
 
 MODELS: dict[str, Callable[..., KeypointModel]] = {
     "baseline": build_baseline,
-    **{name: _timm(name) for name in ("resnet18", "resnet34", "convnext_atto", "efficientnet_b0", "regnety_004")},
+    **{name: _timm(name) for name in ("resnet18", "resnet34", "convnext_atto", "efficientnet_b0", "regnety_004",
+                                      "regnetx_002")},
 }
 
 
