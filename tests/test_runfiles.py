@@ -115,8 +115,9 @@ def test_the_presets_keep_the_fingerprints_their_runs_were_named_with():
 
     named = {"quick": "389b59f0", "default": "2b644a12", "best": "7c232373", "baseline": "e339ce45"}
     before = ["folds_by=rows", "fold_weights=best", "aug_end=-1"]   # what the presets were before grouped folds
-    assert {p: make_config(preset=p, overrides=before).fingerprint()[:8] for p in named} == named
-    old = make_config(preset="default", overrides=before).to_dict()
+    before_of = {"default": [*before, "model=regnety_004"]}   # and the default's backbone before
+    assert {p: make_config(preset=p, overrides=before_of.get(p, before)).fingerprint()[:8] for p in named} == named
+    old = make_config(preset="default", overrides=before_of["default"]).to_dict()
     for later in ("folds_by", "group_z", "dup_labels", "fold_weights", "refit", "tta_shift", "tta_scale", "swa",
                   "rotate", "scale", "cutout", "aug_end", "pseudo"):
         del old[later]                                                    # a config.yaml written before them
