@@ -124,11 +124,11 @@ for _seed, _name in DEFAULT_PSEUDO.items():
                    ["epochs=54", "aug_end=0.5", f"teacher={_teacher}", "teacher_weight=0", "pseudo=1",
                     "pseudo_faces=val", f"seed={_seed}", "split_seed=42"])
 
-# faster backbones in the default's minutes (fifth session): the epochs each buys where regnety_004 gets 30, from the
-# budget probe's epochs for 27 minutes, alone (regnety_004 54-56, regnetx_002 103-106, regnety_002 83-91, regnetx_004
-# 79-86), with the adopted recipe (aug_end 0.5), paired against x12-e30-augend of the same training seed
-FAST = {"e1-regnetx002-e56": ("regnetx_002", 56), "e2-regnety002-e47": ("regnety_002", 47),
-        "e3-regnetx004-e45": ("regnetx_004", 45)}
+# faster backbones in the default's minutes (sixth session of 2026-12-01): the epochs each buys where regnety_004
+# gets 30, from the budget probe's epochs for 27 minutes, alone (regnety_004 54-56, regnetx_002 103-106, regnety_002
+# 83-91), with the adopted recipe (aug_end 0.5), paired against x12-e30-augend of the same training seed; regnety_002
+# was level on seed 42 and got no more seeds
+FAST = {"e1-regnetx002-e56": ("regnetx_002", 56), "e2-regnety002-e47": ("regnety_002", 47)}
 for _name, (_model, _epochs) in FAST.items():
     for _seed in AUGEND:
         ROWS[_name if _seed == 42 else f"{_name}-s{_seed}"] = (
