@@ -22,6 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ["--preset", "default", "--set", "model=regnety_004", "--set", "train_folds=0", "--set", "refit=0",
             "--set", "fold_weights=best", "--set", "tta_shift=0", "--set", "tta_scale=0", "--set", "aug_end=-1"]
+
+
+def seeded(name: str, seed: int) -> str:
+    """A row's name for a training seed: seed 42's row has the plain name, the others end in -s<seed>."""
+    return name if seed == 42 else f"{name}-s{seed}"
+
+
 ROWS = {   # name -> (label, --set overrides)
     "x0-e30": ("30 epochs (4 folds x 30 = the 27-minute default here)", ["epochs=30"]),
     "x9-e51": ("51 epochs (fold 0 + one refit model in the same minutes)", ["epochs=51"]),
@@ -131,19 +138,19 @@ for _seed, _name in DEFAULT_PSEUDO.items():
 FAST = {"e1-regnetx002-e56": ("regnetx_002", 56), "e2-regnety002-e47": ("regnety_002", 47)}
 for _name, (_model, _epochs) in FAST.items():
     for _seed in AUGEND:
-        ROWS[_name if _seed == 42 else f"{_name}-s{_seed}"] = (
+        ROWS[seeded(_name, _seed)] = (
             f"{_model}, {_epochs} epochs (regnety_004's 30 in the same minutes), aug_end 0.5, training seed {_seed}",
             [f"model={_model}", f"epochs={_epochs}", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
 
 # the training flip constant with regnetx_002 (its fitted TTA constant is ~97.6 against the 97 it trains with),
 # paired against e1-regnetx002-e56 of the same training seed
 for _seed in AUGEND:
-    ROWS["f1-regnetx002-e56-flip975" + ("" if _seed == 42 else f"-s{_seed}")] = (
+    ROWS[seeded("f1-regnetx002-e56-flip975", _seed)] = (
         f"regnetx_002, 56 epochs, aug_end 0.5, training flips about 97.5 instead of 97, training seed {_seed}",
-        [*ROWS["e1-regnetx002-e56" + ("" if _seed == 42 else f"-s{_seed}")][1], "flip_const=97.5"])
+        [*ROWS[seeded("e1-regnetx002-e56", _seed)][1], "flip_const=97.5"])
 
 # the best of them at the default's length: the epochs regnety_004's 72 buy it, paired against DEFAULT_REF's seeds
-DEFAULT_FAST = {s: "d3-regnetx002-e136" + ("" if s == 42 else f"-s{s}") for s in DEFAULT_REF}
+DEFAULT_FAST = {s: seeded("d3-regnetx002-e136", s) for s in DEFAULT_REF}
 for _seed, _name in DEFAULT_FAST.items():
     ROWS[_name] = (f"the default's length: regnetx_002, 136 epochs (regnety_004's 72 in the same minutes), "
                    f"aug_end 0.5, training seed {_seed}",
@@ -237,10 +244,10 @@ def reference(name: str) -> str:
         if name in (DEFAULT_PSEUDO.get(seed), DEFAULT_FAST[seed]):
             return DEFAULT_REF[seed]
     for seed in AUGEND:
-        if name in (TAUGHT[seed], PSEUDO[seed], PSEUDO_EQ[seed], *(f if seed == 42 else f"{f}-s{seed}" for f in FAST)):
+        if name in (TAUGHT[seed], PSEUDO[seed], PSEUDO_EQ[seed], *(seeded(f, seed) for f in FAST)):
             return AUGEND[seed]
-        if name == "f1-regnetx002-e56-flip975" + ("" if seed == 42 else f"-s{seed}"):
-            return "e1-regnetx002-e56" + ("" if seed == 42 else f"-s{seed}")
+        if name == seeded("f1-regnetx002-e56-flip975", seed):
+            return seeded("e1-regnetx002-e56", seed)
     for seed, ref in SEEDS.items():
         if name.endswith(f"-s{seed}") and name != ref:
             return ref
@@ -257,7 +264,7 @@ def print_seeded(runs: Path) -> None:
     for name in SEEDED:
         deltas = []
         for seed, ref in refs.items():
-            r, b = fold0(runs / (name if seed == 42 else f"{name}-s{seed}")), fold0(runs / ref)
+            r, b = fold0(runs / seeded(name, seed)), fold0(runs / ref)
             deltas.append(None if r is None or b is None else r["tta"] - b["tta"])
         got = np.array([d for d in deltas if d is not None])
         cells = " | ".join("–" if d is None else f"{d:+.3f}" for d in deltas)
