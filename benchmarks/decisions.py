@@ -115,6 +115,14 @@ for _seed, _name in REGNETY.items():
                    f"the last quarter, training seed {_seed}", [*ROWS["b2-regnety-e141-ema"][1], "aug_end=0.5",
                                                                 f"seed={_seed}", "split_seed=42"])
 
+# regnetx_002 (the default's backbone since the sixth session) as best's second backbone: the epochs regnety_004's 141
+# buy it (1.9x regnety_004's training img/s in the budget probe), best's recipe, averaged with the resnet18 seeds
+REGNETX = {42: "b5-regnetx002-e268-ema-augend"}
+for _seed, _name in REGNETX.items():
+    ROWS[_name] = (f"best's length at equal time: regnetx_002 + SimCC, EMA 0.998, 268 epochs, augmentation 0.5 over "
+                   f"the last quarter, training seed {_seed}",
+                   ["model=regnetx_002", "ema=0.998", "epochs=268", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
+
 
 # self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
 # 2-core AMD EPYC without AMX): a refit's steps kept, so its epochs shrink by the faces added (72 x 1774 / 2363 =
@@ -252,6 +260,8 @@ def reference(name: str) -> str:
     the same seed's aug_end 0.5 row (its recipe without the teacher)."""
     if name in ("b2-regnety-e141-ema", "b3-r18-e100-ema-augend"):
         return "b1-r18-e100-ema"
+    if name in REGNETX.values():
+        return REGNETY[42]
     if name.startswith("b3-r18-e100-ema-augend-s"):
         return name.replace("b3-r18-e100-ema-augend", "b1-r18-e100-ema")
     for seed in DEFAULT_REF:
@@ -324,7 +334,7 @@ def print_backbones(runs: Path) -> None:
     resnet18 seed with a regnety_004 (each regnety seed in turn, and b2 without aug_end), paired per resnet18 seed."""
     import numpy as np
 
-    partners = [r for r in (*REGNETY.values(), "b2-regnety-e141-ema") if fold0(runs / r)]
+    partners = [r for r in (*REGNETY.values(), "b2-regnety-e141-ema", *REGNETX.values()) if fold0(runs / r)]
     seeds = [s for s in R18 if fold0(runs / R18[s])]
     if len(seeds) < 2 or not partners:
         return
