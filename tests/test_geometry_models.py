@@ -63,6 +63,24 @@ def test_augmented_points_leaving_the_image_are_masked_not_dropped():
     assert seen_masked
 
 
+def test_augmentation_is_a_function_of_the_sample_seed_alone():
+    """What makes an epoch the same whatever the loader's workers: a sample's augmentation depends on its seed,
+    not on which samples the augmenter saw before it; and the seeds do draw different transforms."""
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (96, 96), dtype=np.uint8)
+    k = kp_of(left_eye_center=(66, 38), right_eye_center=(30, 38), nose_tip=(48, 55))
+    aug = Augmenter(strength=1.0, flip_p=0.5, flip_const=97.0)
+    first = [aug(face, k, seed=s) for s in range(6)]
+    again = [aug(face, k, seed=s) for s in reversed(range(6))][::-1]
+    fresh = [Augmenter(strength=1.0, flip_p=0.5, flip_const=97.0)(face, k, seed=s) for s in range(6)]
+    for (i1, k1), (i2, k2), (i3, k3) in zip(first, again, fresh):
+        assert np.array_equal(i1, i2) and np.array_equal(i1, i3)
+        np.testing.assert_array_equal(k1, k2)
+        np.testing.assert_array_equal(k1, k3)
+    assert len({im.tobytes() for im, _ in first}) == 6
+    assert len({tuple(np.round(kk[:2], 3)) for _, kk in first}) == 6
+
+
 def test_masked_loss_ignores_nan_targets():
     pred = torch.full((2, 30), 50.0)
     target = torch.full((2, 30), float("nan"))
