@@ -166,7 +166,8 @@ for _seed, _name in DEFAULT_FAST.items():
 
 # regularising the default's long schedule (seventh session): regnetx_002 at 136 epochs fits its training faces far
 # closer than it predicts new people (training RMSE 1.05) and ends above its lowest validation point; EMA of the
-# weights, RTMPose's weight decay, stronger augmentation and the learning rate, paired against d3-regnetx002-e136 of the same training seed
+# weights, RTMPose's weight decay, stronger augmentation and the learning rate, paired against d3-regnetx002-e136
+# of the same training seed
 LONG_REG = {"g1-regnetx002-e136-ema": ["ema=0.998"], "g2-regnetx002-e136-wd05": ["weight_decay=0.05"],
             # more augmentation for the long schedule (each lost at 30 epochs, when the model still underfitted)
             "g3-regnetx002-e136-rot30": ["rotate=30", "scale=0.2"], "g4-regnetx002-e136-cutout": ["cutout=0.5"],
