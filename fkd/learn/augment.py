@@ -70,7 +70,7 @@ class Augmenter:
             kp = flip_keypoints(kp, self.flip_const)
         if self.pipeline is not None:
             # one generator pair shared by every transform (albumentations' set_random_state), not a pair per
-            # transform (set_random_seed): the same per-sample reproducibility at a fifth of the seeding cost
+            # transform (set_random_seed): the same per-sample reproducibility at about a sixth of the seeding cost
             s = int(rng.integers(2**31))
             self.pipeline.set_random_state(np.random.default_rng(s), random.Random(s))
             pts = np.clip(kp.reshape(-1, 2), 0, S - 1e-3)  # albumentations refuses x == 96.0 exactly
