@@ -124,6 +124,13 @@ for _seed, _name in REGNETX.items():
                    ["model=regnetx_002", "ema=0.998", "epochs=268", "aug_end=0.5", f"seed={_seed}", "split_seed=42"])
 
 
+# the cap on a budget's epochs (`epochs_max`): past it, is a second model of the capped length worth more than the
+# same minutes spent doubling one model's schedule? resnet18 at twice best's 100 epochs (seed 42), against the pairs
+# of 100-epoch resnet18 seeds (R18); regnetx_002 at 268 (REGNETX) against the pairs of DEFAULT_FAST's 136
+ROWS["b6-r18-e200-ema-augend"] = ("twice best's length: resnet18 + SimCC, EMA 0.998, 200 epochs, augmentation 0.5 "
+                                  "over the last quarter", ["model=resnet18", "ema=0.998", "epochs=200",
+                                                            "aug_end=0.5", "seed=42", "split_seed=42"])
+
 # self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
 # 2-core AMD EPYC without AMX): a refit's steps kept, so its epochs shrink by the faces added (72 x 1774 / 2363 =
 # 54); the teacher, a fold-0 model of another seed at the full 72, as the run's fold model would be
@@ -263,6 +270,8 @@ def reference(name: str) -> str:
         return "b1-r18-e100-ema"
     if name in REGNETX.values():
         return REGNETY[42]
+    if name == "b6-r18-e200-ema-augend":
+        return R18[42]
     if name.startswith("b3-r18-e100-ema-augend-s"):
         return name.replace("b3-r18-e100-ema-augend", "b1-r18-e100-ema")
     for seed in DEFAULT_REF:

@@ -17,6 +17,7 @@ import yaml
 
 from .competition.spec import COMP
 from .errors import FkdError
+from .fieldtypes import coerce
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Config:
     # optimisation
     epochs: int = 30
     budget_min: float = 0.0        # > 0: train as many epochs as fit this many minutes here (timed once, then fixed)
+    epochs_max: int = 0            # a budget buys at most this many epochs a model (0 = no cap); the minutes left
+                                   # over buy more refit models of that length, up to refit_max (fkd/learn/budget.py)
+    refit_max: int = 4             # the most refit models in all once a budget meets epochs_max
     batch_size: int = 64
     lr: float = 2e-3
     optimizer: str = "adamw"       # a name from fkd.learn.optim.OPTIMIZERS: adamw | adam
@@ -144,7 +148,7 @@ class Config:
 
 # Fields that do not change the trained weights: they may differ between the runs that share a run dir.
 NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device", "workers", "threads",
-                "train_folds", "preset", "refit", "tta_shift", "tta_scale", "blend"}
+                "train_folds", "preset", "refit", "refit_max", "tta_shift", "tta_scale", "blend"}
 
 
 # Fields added after runs existed, with the value every earlier run trained with (for these, the field's default):
@@ -153,7 +157,8 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
                                                "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo",
-                                               "swa", "refit_teacher", "pseudo_faces", "refit_pseudo")}
+                                               "swa", "refit_teacher", "pseudo_faces", "refit_pseudo",
+                                               "epochs_max")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -196,36 +201,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _coerce(name: str, typ, value):
-    """Turn a YAML/CLI value into the field's type; a wrong one is a one-line error."""
-    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
-    try:
-        if t.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split() if v]
-            return tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-        if t == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if t == "int":
-            f = float(value)
-            if f != int(f):
-                raise ValueError(value)
-            return int(f)
-        if t == "float":
-            return float(value)
-        if isinstance(value, bool):     # YAML reads off/on/no/yes as booleans; a text field means the word
-            return "on" if value else "off"
-        return str(value)
-    except (TypeError, ValueError):
-        raise FkdError(f"config field {name}: {value!r} is not a valid {t}") from None
-
-
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -235,7 +210,7 @@ def apply(values: dict, base: dict, where: str) -> dict:
         if k not in FIELD_TYPES:
             raise FkdError(f"{where}: unknown config field {k!r}{_suggest(k, FIELD_TYPES)}; "
                            "see fkd/config.py for the fields")
-        out[k] = _coerce(k, FIELD_TYPES[k], v)
+        out[k] = coerce(k, FIELD_TYPES[k], v)
     return out
 
 
@@ -317,6 +292,7 @@ def validate(cfg: Config) -> None:
         (cfg.dup_labels in ("keep", "average", "drop"), "dup_labels must be keep|average|drop"),
         (cfg.fold_weights in ("best", "last"), "fold_weights must be best|last"),
         (0 <= cfg.refit <= 8, "refit must be in 0..8 (models trained on every row)"),
+        (cfg.epochs_max >= 0 and 0 <= cfg.refit_max <= 8, "epochs_max must be >= 0 and refit_max in 0..8"),
         (not (cfg.refit and cfg.teacher and cfg.teacher_weight > 0),
          "refit with teacher labels of the training rows is not supported (no teacher fold is nested for a model of "
          "every row); --set teacher_weight=0 keeps the pseudo-labelled test faces only"),
@@ -395,6 +371,6 @@ def save_config(cfg: Config, path: str | os.PathLike, extra: dict | None = None)
 
 
 def replace(cfg: Config, **kw) -> Config:
-    new = dataclasses.replace(cfg, **{k: _coerce(k, FIELD_TYPES[k], v) for k, v in kw.items()})
+    new = dataclasses.replace(cfg, **{k: coerce(k, FIELD_TYPES[k], v) for k, v in kw.items()})
     validate(new)
     return new

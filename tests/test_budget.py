@@ -1,9 +1,12 @@
 """The time budget survives a noisy machine: the probe keeps the fastest of several windows, since a neighbour
 only ever slows a window down."""
 import time
+from types import SimpleNamespace
+
+import numpy as np
 
 from fkd.competition.data import load_data
-from fkd.config import make_config
+from fkd.config import make_config, replace
 from fkd.learn import budget
 
 
@@ -30,3 +33,52 @@ def test_a_probe_beside_a_busy_neighbour_gives_the_quiet_figure(practice_dir, mo
     monkeypatch.setattr(budget, "train_one_epoch", busy)
     noisy = budget.probe_speed(cfg, d, windows=3, steps=2)["train_img_s"]
     assert noisy < 3 * quiet, (quiet, noisy)           # one window (the first) would read ten times as slow
+
+
+def _models_for(budget_min, epochs_max, refit=1, refit_max=4, train_img_s=1e-3):
+    """What budget_min minutes buy fold 0 of 4 + refit models on 1,000 rows (500 test faces) at a probe's figures."""
+    data = SimpleNamespace(images=np.zeros((1000, 1)), test_images=np.zeros((500, 1)))
+    cfg = make_config(overrides=[f"budget_min={budget_min}", f"epochs_max={epochs_max}", f"refit={refit}",
+                                 f"refit_max={refit_max}", "folds=4", "train_folds=0"])
+    s = {"train_img_s": train_img_s, "eval_img_s": train_img_s / 4, "checkpoint_s": 0.01}
+    return cfg, data, s, budget.models_for(cfg, data, s)
+
+
+def test_a_budget_past_the_epoch_cap_buys_more_refit_models_of_the_capped_length():
+    cfg, data, s, (epochs, refit, _) = _models_for(budget_min=20, epochs_max=0)
+    assert refit == 1 and epochs > 200                       # no cap: one long schedule a model
+    uncapped = epochs
+    cfg, data, s, (epochs, refit, _) = _models_for(budget_min=20, epochs_max=100)
+    assert epochs == 100 and refit > 1                        # the cap kept, more models trained
+    assert budget.epochs_for(replace(cfg, refit=refit), data, s)[0] >= 100           # and they fit the minutes
+    assert budget.epochs_for(replace(cfg, refit=refit + 1), data, s)[0] < 100 or refit == cfg.refit_max
+    assert refit <= uncapped * 2 // 100 - 1                   # no more models than the uncapped epochs pay for
+    assert _models_for(budget_min=20, epochs_max=100, refit_max=2)[3][:2] == (100, 2)   # refit_max is the most
+    assert _models_for(budget_min=20, epochs_max=10_000)[3][:2] == (uncapped, 1)     # below the cap: untouched
+    assert _models_for(budget_min=20, epochs_max=100, refit=6)[3][:2] == (100, 6)    # never fewer than asked for
+
+
+def test_a_capped_budget_records_its_refit_models_and_a_rerun_keeps_them(practice_dir, tmp_path, monkeypatch, capsys,
+                                                                        trains):
+    from fkd.learn.cv import run_cv
+    from fkd.learn.runfiles import load_run
+
+    fast = {"train_img_s": 1e-5, "eval_img_s": 1e-5, "checkpoint_s": 1e-3}       # a machine far faster than this
+    monkeypatch.setattr(budget, "probe_speed", lambda *_: fast)
+    sets = ["model=baseline", "folds=2", "train_folds=0", "refit=1", "batch_size=16", "limit_train=96", "aug=0",
+            "budget_min=1", "epochs_max=2", "refit_max=3", "workers=0"]
+    cfg = make_config(preset="quick", overrides=sets, data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    cv = run_cv(cfg, progress=False)
+    saved, _ = load_run(cfg.run_dir())
+    assert (saved.epochs, saved.refit) == (2, 3)                                   # resolved and recorded
+    assert cv["submission"]["models"] == ["fold0", "refit0", "refit1", "refit2"]
+    assert [r["epochs_run"] for r in cv["refit_results"]] == [2, 2, 2]
+    assert "the minutes past it buy 2 more refit model(s)" in capsys.readouterr().out
+
+    def no_probe(*_):
+        raise AssertionError("a run that began under a budget must not be timed again")
+
+    monkeypatch.setattr(budget, "probe_speed", no_probe)
+    again = run_cv(cfg, progress=False)                                            # the same command again
+    assert again["submission"]["models"] == cv["submission"]["models"]
+    assert "2 epochs a model, 3 refit model(s), as resolved when" in capsys.readouterr().out

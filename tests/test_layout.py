@@ -6,7 +6,7 @@ import fkd
 
 PKG = Path(fkd.__file__).parent
 # part -> the parts it may import (at module level or inside a function); shared tools are open to all
-SHARED = {"atomic", "errors", "device", "cores", "children", "plots", "config", "__init__"}
+SHARED = {"atomic", "errors", "device", "cores", "children", "plots", "config", "fieldtypes", "__init__"}
 ALLOWED = {
     "competition": set(),
     "learn": {"competition"},
