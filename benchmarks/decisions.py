@@ -260,6 +260,7 @@ def main() -> int:
         print(f"| {label} | {r['epochs']} | {r['plain']:.3f} | {r['tta']:.3f} | {delta} |")
     print_seeded(runs)
     print_backbones(runs)
+    print_caps(runs)
     return 0
 
 
@@ -357,6 +358,36 @@ def print_backbones(runs: Path) -> None:
         d = np.array(mixed) - np.array(same)
         print(f"| {r} | {' | '.join(f'{x:.4f} ({y:+.4f})' for x, y in zip(mixed, d))} | {np.mean(mixed):.4f} "
               f"({d.mean():+.4f} ± {d.std(ddof=1):.4f}) |")
+
+
+def last_epoch(run: Path) -> tuple[float, float, int]:
+    """Fold 0's validation RMSE without TTA at its last epoch, its lowest and the epoch of the lowest (metrics.csv)."""
+    import pandas as pd
+
+    m = pd.read_csv(run / "fold0" / "metrics.csv")
+    return float(m["val_rmse"].iloc[-1]), float(m["val_rmse"].min()), int(m.loc[m["val_rmse"].idxmin(), "epoch"])
+
+
+def print_caps(runs: Path) -> None:
+    """The cap on a budget's epochs (epochs_max): one model at twice the capped length against two models of the
+    capped length averaged (every pair of seeds), equal time, fold 0 with flip TTA (each model's best epoch: the
+    only predictions a row keeps; the long model's last epoch, which a refit submits, beside it without TTA)."""
+    import numpy as np
+
+    cases = [("regnetx_002 (default)", "b5-regnetx002-e268-ema-augend", DEFAULT_FAST),
+             ("resnet18 (best)", "b6-r18-e200-ema-augend", R18)]
+    print("\n| backbone | one model, twice the length: flip TTA (best epoch) | its last epoch, no TTA (lowest, at) "
+          "| two models of the capped length averaged, flip TTA, each pair of seeds | mean | Δ (two models − one) |"
+          "\n|---|---|---|---|---|---|")
+    for label, long_name, short in cases:
+        long_fold, seeds = fold0(runs / long_name), [s for s in short if fold0(runs / short[s])]
+        if long_fold is None or len(seeds) < 2:
+            continue
+        pairs = [averaged(runs / short[a], runs / short[b]) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+        last, low, at = last_epoch(runs / long_name)
+        print(f"| {label} | {long_fold['epochs']} epochs: {long_fold['tta']:.4f} | {last:.4f} ({low:.4f} at {at}) | "
+              f"{fold0(runs / short[seeds[0]])['epochs']} epochs: {' / '.join(f'{x:.4f}' for x in pairs)} | "
+              f"{np.mean(pairs):.4f} | {np.mean(pairs) - long_fold['tta']:+.4f} |")
 
 
 if __name__ == "__main__":
