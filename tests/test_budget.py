@@ -56,6 +56,7 @@ def test_a_budget_past_the_epoch_cap_buys_more_refit_models_of_the_capped_length
     assert _models_for(budget_min=20, epochs_max=100, refit_max=2)[3][:2] == (100, 2)   # refit_max is the most
     assert _models_for(budget_min=20, epochs_max=10_000)[3][:2] == (uncapped, 1)     # below the cap: untouched
     assert _models_for(budget_min=20, epochs_max=100, refit=6)[3][:2] == (100, 6)    # never fewer than asked for
+    assert _models_for(budget_min=20, epochs_max=100, refit=0)[3][:2] == (100, 0)    # none where none are asked for
 
 
 def test_a_capped_budget_records_its_refit_models_and_a_rerun_keeps_them(practice_dir, tmp_path, monkeypatch, capsys,
@@ -82,3 +83,5 @@ def test_a_capped_budget_records_its_refit_models_and_a_rerun_keeps_them(practic
     again = run_cv(cfg, progress=False)                                            # the same command again
     assert again["submission"]["models"] == cv["submission"]["models"]
     assert "2 epochs a model, 3 refit model(s), as resolved when" in capsys.readouterr().out
+    worker = run_cv(replace(cfg, refit=0), progress=False)     # as a process that trains some folds is started
+    assert worker["submission"]["models"] == ["fold0"] and worker["refit_results"] == []

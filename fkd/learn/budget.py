@@ -1,4 +1,5 @@
-"""The time budget: `--set budget_min=N` trains as many epochs as fit N minutes on this machine, decided once.
+"""The time budget: `--set budget_min=N` trains as many epochs as fit N minutes on this machine, decided once;
+`--set epochs_max=E` caps them, and the minutes past the cap buy more refit models of E epochs.
 
     >>> cfg = resolve_budget(cfg, data)      # doctest: +SKIP   cfg.epochs: what fits; written into config.yaml
 """
@@ -30,11 +31,14 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     fold gets the same epochs: folds x epochs x (train + validation + checkpoint) + out-of-fold and test
     prediction + the time this probe took must stay under the budget less a 10 % margin. The epochs are
     resolved before any scheduler exists (onecycle fixes its length) and written into config.yaml, so
-    `--set budget_min=0 --set epochs=N` reproduces the run anywhere.
+    `--set budget_min=0 --set epochs=N` reproduces the run anywhere. With epochs_max, a budget that buys more keeps
+    that many and trains more refit models of that length (models_for); config.yaml records them too.
     """
     if (cfg.run_dir() / "config.yaml").is_file():
         saved, _ = runfiles.load_run(cfg.run_dir())
-        refit = max(cfg.refit, saved.refit)         # the refit models a capped budget added, or more asked for now
+        # the refit models a capped budget added (or more asked for now); none where none are asked for (a worker
+        # that trains some of the folds, fkd/learn/parallel.py)
+        refit = max(cfg.refit, saved.refit) if cfg.refit else 0
         print(f"budget {cfg.budget_min:g} min: {saved.epochs} epochs a model, {refit} refit model(s), as resolved "
               f"when {cfg.run_name()} began (config.yaml)", flush=True)
         return dataclasses.replace(cfg, epochs=saved.epochs, refit=refit)
@@ -57,12 +61,13 @@ def models_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0
     """(epochs a model, refit models, seconds of a fold epoch) that cfg.budget_min minutes buy at probe figures s.
     Past cfg.epochs_max epochs a longer schedule stopped paying (its last epochs overfit, and a second model of the
     capped length beat one of twice the length out of fold: docs/ablations.md), so a budget that buys more keeps
-    the cap and spends what it has left on more refit models of that length, up to refit_max in all."""
+    the cap and spends what it has left on more refit models of that length, up to refit_max in all (a run without
+    refit models, e.g. a full k-fold CV or a tuning trial, gets none: the rest is left unspent)."""
     epochs, fold_epoch_s = epochs_for(cfg, data, s, spent_s)
     if not cfg.epochs_max or epochs <= cfg.epochs_max:
         return epochs, cfg.refit, fold_epoch_s
     refit = cfg.refit
-    while refit < cfg.refit_max and epochs_for(dataclasses.replace(cfg, refit=refit + 1), data, s,
+    while 0 < refit < cfg.refit_max and epochs_for(dataclasses.replace(cfg, refit=refit + 1), data, s,
                                                spent_s)[0] >= cfg.epochs_max:
         refit += 1
     return cfg.epochs_max, refit, fold_epoch_s
