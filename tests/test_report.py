@@ -62,7 +62,8 @@ def test_the_report_says_which_models_a_run_trains():
                                      "min here (at most 136; minutes past that buy more refit models)")
     assert default.models_line(resolved=True).endswith(", 75 epochs each")
     assert make_config(preset="best").models_line() == (
-        "fold 0 of a 4-fold split + 1 refit model on every row, the epochs that fit 110 min here; a run each for "
+        "fold 0 of a 4-fold split + 1 refit model on every row, the epochs that fit 110 min here (at most 150; "
+        "minutes past that buy more refit models); a run each for "
         "resnet18, regnety_004, the minutes shared")
     assert make_config(preset="quick", overrides=["epochs=6"]).models_line() == "3 folds, 6 epochs each"
 
