@@ -388,6 +388,14 @@ def print_caps(runs: Path) -> None:
         print(f"| {label} | {long_fold['epochs']} epochs: {long_fold['tta']:.4f} | {last:.4f} ({low:.4f} at {at}) | "
               f"{fold0(runs / short[seeds[0]])['epochs']} epochs: {' / '.join(f'{x:.4f}' for x in pairs)} | "
               f"{np.mean(pairs):.4f} | {np.mean(pairs) - long_fold['tta']:+.4f} |")
+    for label, _, short in cases:         # what each more model of the capped length adds: 1, 2, 3 averaged
+        seeds = [s for s in short if fold0(runs / short[s])]
+        if len(seeds) == 3:
+            one = np.mean([fold0(runs / short[s])["tta"] for s in seeds])
+            two = np.mean([averaged(runs / short[a], runs / short[b]) for i, a in enumerate(seeds)
+                           for b in seeds[i + 1:]])
+            print(f"\n{label}: one model {one:.4f}, two averaged {two:.4f}, three averaged "
+                  f"{averaged(*(runs / short[s] for s in seeds)):.4f} (flip TTA, means over the seeds)")
 
 
 if __name__ == "__main__":
