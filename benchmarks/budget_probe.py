@@ -55,7 +55,7 @@ def main() -> int:
                                   budget.PROBE_WINDOWS, budget.PROBE_STEPS)):
         for busy in (0.0, a.busy_seconds):
             s = probe(cfg, data, busy, windows, steps)
-            epochs, refit, _ = budget.models_for(cfg, data, s)      # the preset's cap (epochs_max) applied
+            epochs, refit, _, _ = budget.models_for(cfg, data, s)   # the preset's cap (epochs_max) applied
             print(f"  {name:<40} {'busy' if busy else 'quiet':<5}: {1 / s['train_img_s']:6.0f} training img/s -> "
                   f"{epochs:3d} epochs a model, {refit} refit model(s)")
     return 0

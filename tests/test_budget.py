@@ -45,11 +45,11 @@ def _models_for(budget_min, epochs_max, refit=1, refit_max=4, train_img_s=1e-3):
 
 
 def test_a_budget_past_the_epoch_cap_buys_more_refit_models_of_the_capped_length():
-    cfg, data, s, (epochs, refit, _) = _models_for(budget_min=20, epochs_max=0)
-    assert refit == 1 and epochs > 200                       # no cap: one long schedule a model
+    cfg, data, s, (epochs, refit, _, bought) = _models_for(budget_min=20, epochs_max=0)
+    assert refit == 1 and epochs == bought > 200              # no cap: one long schedule a model
     uncapped = epochs
-    cfg, data, s, (epochs, refit, _) = _models_for(budget_min=20, epochs_max=100)
-    assert epochs == 100 and refit > 1                        # the cap kept, more models trained
+    cfg, data, s, (epochs, refit, _, bought) = _models_for(budget_min=20, epochs_max=100)
+    assert epochs == 100 and refit > 1 and bought == uncapped  # the cap kept, more models trained
     assert budget.epochs_for(replace(cfg, refit=refit), data, s)[0] >= 100           # and they fit the minutes
     assert budget.epochs_for(replace(cfg, refit=refit + 1), data, s)[0] < 100 or refit == cfg.refit_max
     assert refit <= uncapped * 2 // 100 - 1                   # no more models than the uncapped epochs pay for
@@ -74,7 +74,7 @@ def test_a_capped_budget_records_its_refit_models_and_a_rerun_keeps_them(practic
     assert (saved.epochs, saved.refit) == (2, 3)                                   # resolved and recorded
     assert cv["submission"]["models"] == ["fold0", "refit0", "refit1", "refit2"]
     assert [r["epochs_run"] for r in cv["refit_results"]] == [2, 2, 2]
-    assert "the minutes past it buy 2 more refit model(s)" in capsys.readouterr().out
+    assert "the cap epochs_max=2: the minutes past it buy 2 more refit model(s)" in capsys.readouterr().out
 
     def no_probe(*_):
         raise AssertionError("a run that began under a budget must not be timed again")

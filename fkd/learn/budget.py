@@ -44,33 +44,32 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
         return dataclasses.replace(cfg, epochs=saved.epochs, refit=refit)
     t_start = time.time()
     s = probe_speed(cfg, data)
-    epochs, refit, fold_epoch_s = models_for(cfg, data, s, spent_s=time.time() - t_start)
+    epochs, refit, fold_epoch_s, bought = models_for(cfg, data, s, spent_s=time.time() - t_start)
     folds = len(cfg.trained_folds())
     refits = f" + {refit} refit model(s) on every row" if refit else ""
-    capped = (f"; the cap epochs_max={cfg.epochs_max}: the minutes past it buy {refit - cfg.refit} more refit "
-              f"model(s) of that length" if epochs == cfg.epochs_max and refit > cfg.refit else
-              f"; the cap epochs_max={cfg.epochs_max}, the minutes past it left unspent"
-              if epochs == cfg.epochs_max else "")
+    capped = (f"; it buys {bought}, the cap epochs_max={epochs}: the minutes past it buy {refit - cfg.refit} more "
+              "refit model(s) of that length, the rest is left unspent" if bought > epochs else "")
     print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "
           f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
           f"{fold_epoch_s:.1f} s a fold epoch; 10 % margin{capped})", flush=True)
     return dataclasses.replace(cfg, epochs=epochs, refit=refit)
 
 
-def models_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0) -> tuple[int, int, float]:
-    """(epochs a model, refit models, seconds of a fold epoch) that cfg.budget_min minutes buy at probe figures s.
+def models_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0) -> tuple[int, int, float, int]:
+    """(epochs a model, refit models, seconds of a fold epoch, the epochs before any cap) that cfg.budget_min
+    minutes buy at probe figures s.
     Past cfg.epochs_max epochs a longer schedule stopped paying (its last epochs overfit, and a second model of the
     capped length beat one of twice the length out of fold: docs/ablations.md), so a budget that buys more keeps
     the cap and spends what it has left on more refit models of that length, up to refit_max in all (a run without
     refit models, e.g. a full k-fold CV or a tuning trial, gets none: the rest is left unspent)."""
     epochs, fold_epoch_s = epochs_for(cfg, data, s, spent_s)
     if not cfg.epochs_max or epochs <= cfg.epochs_max:
-        return epochs, cfg.refit, fold_epoch_s
+        return epochs, cfg.refit, fold_epoch_s, epochs
     refit = cfg.refit
     while 0 < refit < cfg.refit_max and epochs_for(dataclasses.replace(cfg, refit=refit + 1), data, s,
                                                spent_s)[0] >= cfg.epochs_max:
         refit += 1
-    return cfg.epochs_max, refit, fold_epoch_s
+    return cfg.epochs_max, refit, fold_epoch_s, epochs
 
 
 def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0) -> tuple[int, float]:
