@@ -130,6 +130,10 @@ for _seed, _name in REGNETX.items():
 ROWS["b6-r18-e200-ema-augend"] = ("twice best's length: resnet18 + SimCC, EMA 0.998, 200 epochs, augmentation 0.5 "
                                   "over the last quarter", ["model=resnet18", "ema=0.998", "epochs=200",
                                                             "aug_end=0.5", "seed=42", "split_seed=42"])
+# and regnety_004 (best's second backbone) at 100 epochs against its 141 (b4): where would its cap lie?
+ROWS["b7-regnety-e100-ema-augend"] = ("regnety_004 + SimCC at resnet18's cap: EMA 0.998, 100 epochs, augmentation "
+                                      "0.5 over the last quarter", ["model=regnety_004", "ema=0.998", "epochs=100",
+                                                                    "aug_end=0.5", "seed=42", "split_seed=42"])
 
 # self-training at the default's length and equal time (72 epochs: what 27 minutes buy fold 0 and one refit on a
 # 2-core AMD EPYC without AMX): a refit's steps kept, so its epochs shrink by the faces added (72 x 1774 / 2363 =
@@ -273,6 +277,8 @@ def reference(name: str) -> str:
         return REGNETY[42]
     if name == "b6-r18-e200-ema-augend":
         return R18[42]
+    if name == "b7-regnety-e100-ema-augend":
+        return REGNETY[42]
     if name.startswith("b3-r18-e100-ema-augend-s"):
         return name.replace("b3-r18-e100-ema-augend", "b1-r18-e100-ema")
     for seed in DEFAULT_REF:
