@@ -273,12 +273,10 @@ def reference(name: str) -> str:
     the same seed's aug_end 0.5 row (its recipe without the teacher)."""
     if name in ("b2-regnety-e141-ema", "b3-r18-e100-ema-augend"):
         return "b1-r18-e100-ema"
-    if name in REGNETX.values():
+    if name in (*REGNETX.values(), "b7-regnety-e100-ema-augend"):
         return REGNETY[42]
     if name == "b6-r18-e200-ema-augend":
         return R18[42]
-    if name == "b7-regnety-e100-ema-augend":
-        return REGNETY[42]
     if name.startswith("b3-r18-e100-ema-augend-s"):
         return name.replace("b3-r18-e100-ema-augend", "b1-r18-e100-ema")
     for seed in DEFAULT_REF:
@@ -385,24 +383,24 @@ def print_caps(runs: Path) -> None:
     print("\n| backbone | one model, twice the length: flip TTA (best epoch) | its last epoch, no TTA (lowest, at) "
           "| two models of the capped length averaged, flip TTA, each pair of seeds | mean | Δ (two models − one) |"
           "\n|---|---|---|---|---|---|")
+    more = []                              # what each more model of the capped length adds: 1, 2, 3 averaged
     for label, long_name, short in cases:
-        long_fold, seeds = fold0(runs / long_name), [s for s in short if fold0(runs / short[s])]
-        if long_fold is None or len(seeds) < 2:
+        long_fold = fold0(runs / long_name)
+        singles = {s: r for s in short if (r := fold0(runs / short[s]))}     # each run read once
+        if long_fold is None or len(singles) < 2:
             continue
+        seeds = list(singles)
         pairs = [averaged(runs / short[a], runs / short[b]) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
         last, low, at = last_epoch(runs / long_name)
         print(f"| {label} | {long_fold['epochs']} epochs: {long_fold['tta']:.4f} | {last:.4f} ({low:.4f} at {at}) | "
-              f"{fold0(runs / short[seeds[0]])['epochs']} epochs: {' / '.join(f'{x:.4f}' for x in pairs)} | "
+              f"{singles[seeds[0]]['epochs']} epochs: {' / '.join(f'{x:.4f}' for x in pairs)} | "
               f"{np.mean(pairs):.4f} | {np.mean(pairs) - long_fold['tta']:+.4f} |")
-    for label, _, short in cases:         # what each more model of the capped length adds: 1, 2, 3 averaged
-        seeds = [s for s in short if fold0(runs / short[s])]
         if len(seeds) == 3:
-            one = np.mean([fold0(runs / short[s])["tta"] for s in seeds])
-            two = np.mean([averaged(runs / short[a], runs / short[b]) for i, a in enumerate(seeds)
-                           for b in seeds[i + 1:]])
-            print(f"\n{label}: one model {one:.4f}, two averaged {two:.4f}, three averaged "
-                  f"{averaged(*(runs / short[s] for s in seeds)):.4f} (flip TTA, means over the seeds)")
-
+            more.append(f"{label}: one model {np.mean([r['tta'] for r in singles.values()]):.4f}, two averaged "
+                        f"{np.mean(pairs):.4f}, three averaged {averaged(*(runs / short[s] for s in seeds)):.4f} "
+                        "(flip TTA, means over the seeds)")
+    for line in more:
+        print(f"\n{line}")
 
 if __name__ == "__main__":
     sys.exit(main())
