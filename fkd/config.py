@@ -50,6 +50,8 @@ class Config:
     train_folds: tuple[int, ...] = ()   # subset of folds to train (empty = all); tuning searches on a subset
     refit: int = 0                 # models trained on every training row after the folds (same recipe and epochs);
                                    # the submission averages them with the trained folds' models (fkd/learn/refit.py)
+    refit_on: str = "all"          # a refit model's rows: all | fold (the trained fold's, its validation faces held
+                                   # out too: the CV scores the submission's own average there, nothing pessimistic)
     fold_weights: str = "best"     # a fold keeps its best epoch on its own validation faces (best) or its last
                                    # (last: no selection on the faces it is scored on; as a refit model keeps its last)
     # optimisation
@@ -121,7 +123,8 @@ class Config:
         k = self.trained_folds()
         folds = (f"{self.folds} folds" if len(k) == self.folds
                  else f"fold{'s' if len(k) > 1 else ''} {', '.join(map(str, k))} of a {self.folds}-fold split")
-        refit = f" + {self.refit} refit model{'s' if self.refit > 1 else ''} on every row" if self.refit else ""
+        rows = "every row" if self.refit_on == "all" else f"fold {k[0]}'s training rows"
+        refit = f" + {self.refit} refit model{'s' if self.refit > 1 else ''} on {rows}" if self.refit else ""
         budget = self.budget_min > 0 and not resolved
         runs = blend_models(self)
         cap = f" (at most {self.epochs_max}; minutes past that buy more refit models)" if self.epochs_max else ""
@@ -159,7 +162,7 @@ NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device
 ADDED_LATER = {k: getattr(Config, k) for k in ("split_seed", "budget_min", "output_stride", "teacher",
                                                "teacher_weight", "simcc_split", "simcc_sigma", "dup_labels",
                                                "fold_weights", "rotate", "scale", "cutout", "aug_end", "pseudo",
-                                               "swa", "refit_teacher", "pseudo_faces", "refit_pseudo")}
+                                               "swa", "refit_teacher", "pseudo_faces", "refit_pseudo", "refit_on")}
 ADDED_LATER["folds_by"] = "rows"   # runs made before grouped folds split by rows (today's default is groups)
 
 
@@ -296,6 +299,10 @@ def validate(cfg: Config) -> None:
         (cfg.dup_labels in ("keep", "average", "drop"), "dup_labels must be keep|average|drop"),
         (cfg.fold_weights in ("best", "last"), "fold_weights must be best|last"),
         (0 <= cfg.refit <= 8, "refit must be in 0..8 (models trained on every row)"),
+        (cfg.refit_on in ("all", "fold"), "refit_on must be all|fold"),
+        (not (cfg.refit and cfg.refit_on == "fold" and len(cfg.trained_folds()) != 1),
+         "refit_on=fold holds out the trained fold's faces from the refit models: train one fold "
+         "(--set train_folds=0), or --set refit_on=all"),
         (cfg.epochs_max >= 0 and 0 <= cfg.refit_max <= 8, "epochs_max must be >= 0 and refit_max in 0..8"),
         (not (cfg.refit and cfg.teacher and cfg.teacher_weight > 0),
          "refit with teacher labels of the training rows is not supported (no teacher fold is nested for a model of "

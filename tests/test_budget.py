@@ -85,3 +85,15 @@ def test_a_capped_budget_records_its_refit_models_and_a_rerun_keeps_them(practic
     assert "2 epochs a model, 3 refit model(s), as resolved when" in capsys.readouterr().out
     worker = run_cv(replace(cfg, refit=0), progress=False)     # as a process that trains some folds is started
     assert worker["submission"]["models"] == ["fold0"] and worker["refit_results"] == []
+
+
+def test_refit_models_on_the_folds_rows_cost_what_those_rows_cost():
+    """refit_on=fold: a refit model trains on the fold's rows (750 of 1,000) and predicts its 250 held-out faces once;
+    at equal minutes it gets the epochs that buys, more than a model of every row."""
+    data = SimpleNamespace(images=np.zeros((1000, 1)), test_images=np.zeros((500, 1)))
+    s = {"train_img_s": 1e-3, "eval_img_s": 0.0, "checkpoint_s": 0.0}     # only training costs: exact arithmetic
+    for on, refit_rows in (("all", 1000), ("fold", 750)):
+        cfg = make_config(overrides=["budget_min=10", "refit=1", "folds=4", "train_folds=0", f"refit_on={on}"])
+        epochs, fold_epoch_s = budget.epochs_for(cfg, data, s)
+        assert fold_epoch_s == 750 * 1e-3
+        assert epochs == int(10 * 60 * 0.9 // ((750 + refit_rows) * 1e-3)), on

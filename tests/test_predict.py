@@ -206,3 +206,51 @@ def test_refit_models_join_the_submission_and_say_what_the_cv_estimates(practice
                                                    "limit_train=96", "batch_size=16", "aug=0", "workers=0"],
                         data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
     assert again.run_dir() == cfg.run_dir()          # refit models are extra files of the same run, not another run
+
+
+def test_refit_models_on_the_folds_rows_make_the_cv_the_submissions_own_average(practice_dir, tmp_path, monkeypatch):
+    """--set refit_on=fold: the refit models train on fold 0's training rows (seeds of their own) and predict its
+    held-out faces; the CV is the submission's own average of all three models there (checked against the
+    checkpoints, predicted afresh), the fold model alone is kept beside it, and the sidecar says what is estimated."""
+    from fkd.config import make_config
+    from fkd.device import select_device
+    from fkd.learn import refit as refit_module
+    from fkd.learn.cv import run_cv, training_data
+    from fkd.learn.models import load_fold_model
+    from fkd.learn.runfiles import checkpoints, read_folds
+
+    trained_on = []
+    real_ds = refit_module.fold_dataset
+
+    def dataset(cfg, data, folds, fold, tr, *a, **kw):
+        trained_on.append(np.array(tr))
+        return real_ds(cfg, data, folds, fold, tr, *a, **kw)
+    monkeypatch.setattr(refit_module, "fold_dataset", dataset)
+    sets = ["model=baseline", "folds=4", "train_folds=0", "refit=2", "refit_on=fold", "epochs=2", "limit_train=96",
+            "batch_size=16", "aug=0", "workers=0"]
+    cfg = make_config(preset="quick", overrides=sets, data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    cv = run_cv(cfg, progress=False)
+    folds = read_folds(cfg.run_dir())
+    val, tr = np.flatnonzero(folds == 0), np.flatnonzero(folds != 0)
+    assert len(trained_on) == 2 and all(np.array_equal(t, tr) for t in trained_on)   # never a fold-0 face
+    assert [r["n_train"] for r in cv["refit_results"]] == [len(tr)] * 2
+    assert [c.parent.name for c in checkpoints(cfg.run_dir())] == ["fold0", "refit0", "refit1"]
+
+    data = training_data(cfg)
+    dev, amp = select_device(cfg.device, cfg.amp)
+    preds = [predict_images(load_fold_model(cfg, c, dev), data.images[val], data.source[val], dev, amp)
+             for c in checkpoints(cfg.run_dir())]
+    y = data.keypoints[val]
+    rmse = lambda p: float(np.sqrt(np.nanmean((p - y) ** 2)))
+    assert not np.allclose(preds[1], preds[2])                   # two refit models, two seeds
+    assert abs(cv["cv_rmse_no_tta"] - rmse(np.mean(preds, 0))) < 1e-3                 # the three averaged
+    assert abs(cv["fold_model_alone"]["cv_rmse_no_tta"] - rmse(preds[0])) < 1e-3     # the fold model alone
+    assert abs(cv["refit_results"][1]["val_rmse"] - rmse(preds[2])) < 1e-3
+    assert "the submission itself: its 3 models averaged" in cv["submission"]["cv_estimates"]
+    assert "the fold model alone" in (cfg.run_dir() / "cv.txt").read_text()
+    again = run_cv(cfg, progress=False)                          # a rerun trains nothing and scores the same
+    assert again["cv_rmse"] == cv["cv_rmse"] and len(trained_on) == 2
+    with pytest.raises(FkdError, match="refit_on=fold holds out the trained fold"):
+        make_config(preset="quick", overrides=["refit=1", "refit_on=fold", "train_folds=0,1"])
+    assert cfg.fingerprint() != make_config(preset="quick", overrides=[*sets[:4], "refit_on=all", *sets[5:]],
+                                            data_dir=str(practice_dir)).fingerprint()

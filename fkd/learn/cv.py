@@ -88,17 +88,25 @@ def prepare_run(cfg: Config, data: CompetitionData) -> tuple[Path, Split]:
     return run_dir, s
 
 
-def collect_oof(run_dir: Path, n_rows: int, which: list[int]):
+def collect_oof(run_dir: Path, n_rows: int, which: list[int], refits: int = 0):
     """(plain, mirrored, views) out-of-fold arrays (N, 30) over the folds in `which` (NaN rows elsewhere); views:
-    the extra TTA views' (plain, mirrored), or None unless every fold predicted them."""
-    plain, mirrored, vp, vm = np.full((4, n_rows, 30), np.nan, np.float32)
+    the extra TTA views' (plain, mirrored), or None unless every model predicted them. refits: that many refit
+    models held the fold's faces out too (refit_on=fold); a face's predictions are then their average with the
+    fold model's, as the submission averages them."""
+    dirs = [run_dir / f"fold{k}" for k in which] + [run_dir / f"refit{i}" for i in range(refits)]
+    sums, count = np.zeros((4, n_rows, 30), np.float64), np.zeros(n_rows)
     have_views = True
-    for k in which:
-        f = runfiles.read_fold_predictions(run_dir / f"fold{k}")
-        plain[f["idx"]], mirrored[f["idx"]] = f["plain"], f["mirrored"]
+    for d in dirs:
+        f = runfiles.read_fold_predictions(d)
+        sums[0, f["idx"]] += f["plain"]
+        sums[1, f["idx"]] += f["mirrored"]
         if "views" in f:
-            vp[f["idx"]], vm[f["idx"]] = f["views"], f["views_mirrored"]
+            sums[2, f["idx"]] += f["views"]
+            sums[3, f["idx"]] += f["views_mirrored"]
         have_views = have_views and "views" in f
+        count[f["idx"]] += 1
+    with np.errstate(invalid="ignore"):
+        plain, mirrored, vp, vm = (sums / count[None, :, None]).astype(np.float32)
     return plain, mirrored, ((vp, vm) if have_views else None)
 
 
@@ -126,8 +134,12 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     cv = score_oof(cfg, data, folds, run_dir, which, results)
     unfinished = any(not (run_dir / f"refit{i}" / "result.json").is_file() for i in range(cfg.refit))
     teach, pseudo = refit_teaching(cfg, data, run_dir, which, cv) if unfinished else (None, None)
-    refits = [train_refit(cfg, data, i, run_dir, teach=teach, pseudo=pseudo, progress=progress)
+    refits = [train_refit(cfg, data, i, run_dir, teach=teach, pseudo=pseudo, progress=progress, folds=folds)
               for i in range(cfg.refit)]
+    if cfg.refit and cfg.refit_on == "fold":   # every model held these faces out: score the submission's average
+        alone = {k: cv[k] for k in ("cv_rmse", "cv_rmse_no_tta", "cv_rmse_tta")}
+        cv = score_oof(cfg, data, folds, run_dir, which, results, refits=cfg.refit)
+        cv["fold_model_alone"] = alone
     cv.update(refit_results=refits, submission=what_is_submitted(cfg, cv))
     cv.update(folds_by=cfg.folds_by, near_twin_share=s.twin_share(cfg.group_z, which),
               groups=None if s.groups is None else {"n": int(s.groups.group.max() + 1),
@@ -154,10 +166,11 @@ def refit_teaching(cfg: Config, data: CompetitionData, run_dir: Path, which: lis
 
 
 def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Path, which: list[int],
-              results: list[dict]) -> dict:
-    """The CV figures of the trained folds' out-of-fold predictions, without and with TTA (the flip constant
-    fitted out of fold unless the config fixes one; the extra views' weight fitted out of fold); writes oof.npz."""
-    plain, mirrored, views = collect_oof(run_dir, len(folds), which)
+              results: list[dict], refits: int = 0) -> dict:
+    """The CV figures of the trained folds' out-of-fold predictions (averaged with `refits` refit models' where
+    they held the fold out), without and with TTA (the flip constant fitted out of fold unless the config fixes
+    one; the extra views' weight fitted out of fold); writes oof.npz."""
+    plain, mirrored, views = collect_oof(run_dir, len(folds), which, refits)
     sel = np.isin(folds, which)
     y, src = data.keypoints[sel], data.source[sel]
     no_tta = breakdown(plain[sel], y, src, folds[sel])
@@ -209,6 +222,9 @@ def format_cv(cv: dict) -> str:
     if cv.get("submission"):
         lines.insert(5, f"submission averages {', '.join(cv['submission']['models'])}; this CV is "
                         f"{cv['submission']['cv_estimates']}")
+    if cv.get("fold_model_alone"):
+        a = cv["fold_model_alone"]
+        lines.insert(6, f"the fold model alone: {a['cv_rmse']:.4f} (without TTA {a['cv_rmse_no_tta']:.4f})")
     for k, v in cv["per_keypoint"].items():
         lines.append(f"  {k:<26} {v:.4f}")
     return "\n".join(lines)

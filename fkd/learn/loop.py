@@ -260,15 +260,10 @@ def finish_fold(state: FoldState, ctx: FoldContext, title: str) -> dict:
     cfg, fdir = ctx.cfg, ctx.fdir
     model = state.eval_model
     model.load_state_dict(torch.load(fdir / "best.pt", map_location=ctx.dev, weights_only=False)["model"])
-    val_x, val_y, val_s = ctx.data.images[ctx.va], ctx.data.keypoints[ctx.va], ctx.data.source[ctx.va]
-    oof = predict_images(model, val_x, val_s, ctx.dev, ctx.amp, channels_last=cfg.channels_last)
-    mirrored = predict_images(model, np.ascontiguousarray(val_x[:, :, ::-1]), val_s, ctx.dev, ctx.amp,
-                              channels_last=cfg.channels_last)   # predictions of the mirrored faces
+    val_y = ctx.data.keypoints[ctx.va]
+    oof, mirrored, views = predict_held_out(model, cfg, ctx.data, ctx.va, ctx.dev, ctx.amp, fdir)
     # the TTA flip constant, measured out of fold: which c un-flips this model's mirrored predictions best
     scan = {str(c): rmse_masked(tta_average(oof, mirrored, c), val_y) for c in FLIP_SCAN}
-    mats = view_matrices(cfg.tta_shift, cfg.tta_scale)
-    views = predict_views(model, val_x, val_s, ctx.dev, ctx.amp, mats, cfg.channels_last) if mats else None
-    runfiles.write_fold_predictions(fdir, ctx.va, oof, mirrored, views)
     loss_curve(state.history, fdir / "loss.png", title)
     kept = state.best_epoch if cfg.fold_weights == "best" else len(state.history) - 1
     result = {"fold": ctx.fold, "best_epoch": state.best_epoch + 1, "kept_epoch": kept + 1,
@@ -280,6 +275,18 @@ def finish_fold(state: FoldState, ctx: FoldContext, title: str) -> dict:
     atomic.write_json(fdir / "result.json", result)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is finished: best.pt and result.json are what remain
     return result
+
+
+def predict_held_out(model, cfg: Config, data: CompetitionData, rows: np.ndarray, dev, amp, out_dir: Path) -> tuple:
+    """A model's predictions of the faces it never trained on: (plain, of the mirrored faces, the extra TTA views'
+    (plain, mirrored) or None), written to out_dir/val_pred.npz, where run_cv scores them out of fold."""
+    x, s = data.images[rows], data.source[rows]
+    plain = predict_images(model, x, s, dev, amp, channels_last=cfg.channels_last)
+    mirrored = predict_images(model, np.ascontiguousarray(x[:, :, ::-1]), s, dev, amp, channels_last=cfg.channels_last)
+    mats = view_matrices(cfg.tta_shift, cfg.tta_scale)
+    views = predict_views(model, x, s, dev, amp, mats, cfg.channels_last) if mats else None
+    runfiles.write_fold_predictions(out_dir, rows, plain, mirrored, views)
+    return plain, mirrored, views
 
 
 def train_one_epoch(model, loader, opt, sched, ema, dev, amp, cfg: Config, desc: str = "",
