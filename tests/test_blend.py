@@ -125,3 +125,17 @@ def test_blend_of_runs_that_trained_fold_0_only_scores_its_faces_and_refuses_mis
     f.to_csv(c / "folds.csv", index=False)
     with pytest.raises(FkdError, match="its folds differ"):
         blend([str(a), str(c)], out_dir=tmp_path / "s4")
+
+
+def test_a_blend_says_which_cv_estimates_it():
+    """Runs whose refit models trained on every row: the folds' blend is a pessimistic estimate of the submission;
+    runs whose refit models held the fold out (refit_on=fold): the blend's CV is the submission's own average."""
+    from fkd.config import make_config
+    from fkd.infer.blend import estimate
+
+    def runs(on):
+        return [(None, make_config(preset="default", overrides=[f"refit_on={on}", f"model={m}"])) for m in
+                ("resnet18", "regnety_004")]
+    assert "slightly pessimistic" in estimate(runs("all"), [0], "equal")
+    honest = estimate(runs("fold"), [0], "equal")
+    assert "the submission itself" in honest and "2 refit models" in honest and "pessimistic" not in honest

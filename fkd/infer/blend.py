@@ -194,6 +194,9 @@ def estimate(runs, trained: list[int], per: str) -> str:
     refits = sum(c.refit for _, c, *_ in runs)
     how = "averaged equally" if per == "equal" else f"blended with weights per {per} (cross-fitted)"
     what = (f"the out-of-fold error of the {len(runs)} runs' fold {', '.join(map(str, trained))} models {how}")
+    if refits and all(c.refit_on == "fold" for _, c, *_ in runs if c.refit):   # every model held the fold out
+        return (f"the {len(runs)} runs' models (fold {', '.join(map(str, trained))} and their {refits} refit models, "
+                f"which held the same faces out) {how}: the submission itself, scored on faces none of them saw")
     if refits:
         return (f"{what}: a slightly pessimistic estimate of the submission, which also averages their {refits} "
                 "refit models, trained on every row")
