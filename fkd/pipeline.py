@@ -110,7 +110,9 @@ def submit(preset: str | None = None, config_file: str | None = None, overrides:
             else f"Kaggle ({row.get('destination')})")
     estimate = (cv.get("submission") or {}).get("cv_estimates")
     _banner(f"{kind} result for {Path(info['file']).name}\n"
-            f"  CV RMSE       {cv['cv_rmse']:.4f}  (mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})\n"
+            f"  CV RMSE       {cv['cv_rmse']:.4f}"
+            + (f" +- {cv['cv_se']:.3f} (its faces drawn again by near-duplicate group)" if cv.get("cv_se") else "")
+            + f"  (mean-keypoint baseline {cv['mean_keypoint_rmse']:.4f})\n"
             + (f"  submitted     {', '.join(cv['submission']['models'])} averaged; the CV is {estimate}\n"
                if estimate else "") +
             f"  public score  {row['public_score']:.4f}\n  private score {row['private_score']:.4f}\n"

@@ -115,3 +115,19 @@ def test_cli_score_json(practice_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["rmse"] == pytest.approx(1.0) and out["subset"] == "public" and {"rmse_full", "rmse_common"} <= set(out)
+
+
+def test_the_cvs_standard_error_draws_near_duplicates_together():
+    """Faces copied four times over score the same RMSE as the originals; drawn by group, the copies carry the
+    originals' standard error; drawn one by one, they would claim half of it (1/sqrt(4))."""
+    from fkd.competition.metric import bootstrap_se
+    rng = np.random.default_rng(0)
+    y = rng.uniform(20, 70, (300, 30))
+    y[::2, 8:] = np.nan                                                        # partly labelled rows
+    pred = y + rng.normal(0, 1.5, y.shape) * rng.uniform(0.3, 2.0, (300, 1))  # some faces far harder than others
+    alone = bootstrap_se(pred, y, np.arange(300))
+    assert 0.02 < alone < 0.2
+    assert bootstrap_se(np.tile(pred, (4, 1)), np.tile(y, (4, 1)), np.tile(np.arange(300), 4)) == pytest.approx(
+        alone, rel=0.1)
+    assert bootstrap_se(np.tile(pred, (4, 1)), np.tile(y, (4, 1)), np.arange(1200)) == pytest.approx(alone / 2, rel=0.1)
+    assert bootstrap_se(y + 1.0, y, np.arange(300)) < 1e-9                     # one error everywhere: nothing to vary

@@ -248,6 +248,7 @@ def test_refit_models_on_the_folds_rows_make_the_cv_the_submissions_own_average(
     assert abs(cv["refit_results"][1]["val_rmse"] - rmse(preds[2])) < 1e-3
     assert "the submission itself: its 3 models averaged" in cv["submission"]["cv_estimates"]
     assert "the fold model alone" in (cfg.run_dir() / "cv.txt").read_text()
+    assert 0 < cv["cv_se"] < cv["cv_rmse"] and "standard error" in (cfg.run_dir() / "cv.txt").read_text()
     again = run_cv(cfg, progress=False)                          # a rerun trains nothing and scores the same
     assert again["cv_rmse"] == cv["cv_rmse"] and len(trained_on) == 2
     with pytest.raises(FkdError, match="refit_on=fold holds out the trained fold"):

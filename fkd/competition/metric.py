@@ -164,3 +164,15 @@ def mean_baseline(keypoints: np.ndarray, source: np.ndarray, folds: np.ndarray, 
         errs.append((pred - t)[np.isfinite(t)])
     e = np.concatenate(errs)
     return float(np.sqrt(np.mean(e ** 2)))
+
+
+def bootstrap_se(pred: np.ndarray, target: np.ndarray, groups: np.ndarray, n: int = 2000, seed: int = 0) -> float:
+    """The standard error of rmse_masked(pred, target) over faces drawn again with replacement, a near-duplicate
+    group at a time (its faces share an error: drawing them alone would understate it): how far the same models
+    could score on other faces like these. The faces are (N, 30) rows; groups (N,) their group ids."""
+    m = np.isfinite(target)
+    sq = np.where(m, (pred - np.where(m, target, 0.0)) ** 2, 0.0).sum(1)
+    _, g = np.unique(groups, return_inverse=True)
+    g_sq, g_n = np.bincount(g, sq), np.bincount(g, m.sum(1))                  # per group: squared error, values
+    draws = np.random.default_rng(seed).integers(0, len(g_sq), (n, len(g_sq)))
+    return float(np.std(np.sqrt(g_sq[draws].sum(1) / np.maximum(g_n[draws].sum(1), 1)), ddof=1))
