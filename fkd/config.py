@@ -184,8 +184,8 @@ PRESETS: dict[str, dict] = {
     # real faces, honest CV, the minutes where they buy accuracy (docs/ablations.md): folds that keep near-duplicate
     # faces together; fold 0 of 8 trained, then a refit model on the same 7/8 of the rows with a seed of its own
     # (refit_on=fold); the submission averages the two (flip TTA + shifted/zoomed views), and the CV is that very
-    # average on the 1/8 of the faces neither saw (-0.009 +- 0.008 on new people against fold 0 of 4 + a model of every
-    # row, the same faces in all, two seeds, docs/ablations.md; no longer pessimistic by design). As many
+    # average on the 1/8 of the faces neither saw (-0.009 +- 0.008 on held-out faces against fold 0 of 4 + a model
+    # of every row, the same faces in all, two seeds, docs/ablations.md; no longer pessimistic by design). As many
     # epochs as fit 27 minutes on this machine (probe, training, prediction: `make submit` within 30 minutes);
     # 75 where the budget is turned off. regnetx_002 (1.9x regnety_004's faces a second: -0.017 +- 0.007 at equal
     # time) + SimCC (x and y over half-pixel bins), source-aware, flips about 97, L1; last-epoch weights, as a refit
