@@ -56,6 +56,8 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach
         return json.loads((rdir / "result.json").read_text())
     rdir.mkdir(parents=True, exist_ok=True)
     dev, amp, share = setup_device(cfg)
+    if folds is None and cfg.refit_on == "fold":
+        raise ValueError("train_refit: refit_on=fold needs the run's folds")
     rows, held_out = refit_rows(cfg, np.zeros(len(data.images), np.int64) if folds is None else folds)
     seed_fold = SEED_OFFSET + i
     if teach is not None:    # labels for every row; this model trains on `rows` of them
