@@ -134,7 +134,7 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     cv = score_oof(cfg, data, folds, run_dir, which, results)
     unfinished = any(not (run_dir / f"refit{i}" / "result.json").is_file() for i in range(cfg.refit))
     teach, pseudo = refit_teaching(cfg, data, run_dir, which, cv) if unfinished else (None, None)
-    refits = [train_refit(cfg, data, i, run_dir, teach=teach, pseudo=pseudo, progress=progress, folds=folds)
+    refits = [train_refit(cfg, data, i, run_dir, folds, teach=teach, pseudo=pseudo, progress=progress)
               for i in range(cfg.refit)]
     if cfg.refit and cfg.refit_on == "fold":   # every model held these faces out: score the submission's average
         alone = {k: cv[k] for k in ("cv_rmse", "cv_rmse_no_tta", "cv_rmse_tta")}

@@ -45,8 +45,8 @@ def refit_rows(cfg: Config, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray |
     return np.flatnonzero(folds != k), np.flatnonzero(folds == k)
 
 
-def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach: np.ndarray | None = None,
-                progress: bool = True, pseudo: tuple | None = None, folds: np.ndarray | None = None) -> dict:
+def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, folds: np.ndarray,
+                teach: np.ndarray | None = None, progress: bool = True, pseudo: tuple | None = None) -> dict:
     """Train refit model i on every training row (or, refit_on=fold, on the trained fold's training rows, then
     predict its held-out faces); writes refit<i>/ (model.pt, metrics.csv, loss.png, result.json, val_pred.npz).
     teach: (N, 30) labels from the run's fold models for the values rows have none for (refit_teacher > 0);
@@ -56,9 +56,7 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, teach
         return json.loads((rdir / "result.json").read_text())
     rdir.mkdir(parents=True, exist_ok=True)
     dev, amp, share = setup_device(cfg)
-    if folds is None and cfg.refit_on == "fold":
-        raise ValueError("train_refit: refit_on=fold needs the run's folds")
-    rows, held_out = refit_rows(cfg, np.zeros(len(data.images), np.int64) if folds is None else folds)
+    rows, held_out = refit_rows(cfg, folds)
     seed_fold = SEED_OFFSET + i
     if teach is not None:    # labels for every row; this model trains on `rows` of them
         teach = teach[rows]
