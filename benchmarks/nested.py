@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--data-dir", help="the competition folder (default: ytf15 beside the checkout)")
     ap.add_argument("--out", required=True, help="the nested competition folder")
     ap.add_argument("--split-seed", type=int, default=42)
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     data_dir, _ = bench_data(a.data_dir)
     if a.what == "make":
         make(data_dir, Path(a.out), a.split_seed)
