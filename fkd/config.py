@@ -117,6 +117,10 @@ class Config:
         """The folds a run trains: train_folds, or every fold where it is empty."""
         return list(self.train_folds) or list(range(self.folds))
 
+    def refit_rows(self) -> str:
+        """The rows a refit model trains on, in words: 'every row' or "fold 0's training rows" (refit_on=fold)."""
+        return "every row" if self.refit_on == "all" else f"fold {self.trained_folds()[0]}'s training rows"
+
     def models_line(self, resolved: bool = False) -> str:
         """What a run of this config trains, in words, e.g. 'fold 0 of a 4-fold split + 1 refit model on every
         row, the epochs that fit 27 min here' (resolved: the epochs as recorded, '45 epochs each')."""
@@ -124,8 +128,8 @@ class Config:
         folds = (f"{self.folds} folds" if len(k) == self.folds
                  else f"fold{'s' if len(k) > 1 else ''} {', '.join(map(str, k))} of "
                  f"{'an' if str(self.folds)[0] == '8' or self.folds in (11, 18) else 'a'} {self.folds}-fold split")
-        rows = "every row" if self.refit_on == "all" else f"fold {k[0]}'s training rows"
-        refit = f" + {self.refit} refit model{'s' if self.refit > 1 else ''} on {rows}" if self.refit else ""
+        refit = (f" + {self.refit} refit model{'s' if self.refit > 1 else ''} on {self.refit_rows()}" if self.refit
+                 else "")
         budget = self.budget_min > 0 and not resolved
         runs = blend_models(self)
         cap = f" (at most {self.epochs_max}; minutes past that buy more refit models)" if self.epochs_max else ""

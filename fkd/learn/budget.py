@@ -46,8 +46,7 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     s = probe_speed(cfg, data)
     epochs, refit, fold_epoch_s, bought = models_for(cfg, data, s, spent_s=time.time() - t_start)
     folds = len(cfg.trained_folds())
-    rows = "every row" if cfg.refit_on == "all" else f"fold {cfg.trained_folds()[0]}'s training rows"
-    refits = f" + {refit} refit model(s) on {rows}" if refit else ""
+    refits = f" + {refit} refit model(s) on {cfg.refit_rows()}" if refit else ""
     capped = (f"; it buys {bought}, the cap epochs_max={epochs}: the minutes past it buy {refit - cfg.refit} more "
               "refit model(s) of that length, the rest is left unspent" if bought > epochs else "")
     print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "

@@ -81,8 +81,7 @@ def train_refit(cfg: Config, data: CompetitionData, i: int, run_dir: Path, folds
     curves.close()
     runfiles.save_checkpoint({"model": state.eval_model.state_dict(), "epoch": cfg.epochs - 1,
                               "config": cfg.to_dict(), "fingerprint": cfg.fingerprint()}, rdir / "model.pt")
-    what = "every training row" if held_out is None else f"fold {cfg.trained_folds()[0]}'s training rows"
-    loss_curve(state.history, rdir / "loss.png", f"{run_dir.name} refit {i} ({what})")
+    loss_curve(state.history, rdir / "loss.png", f"{run_dir.name} refit {i} ({cfg.refit_rows()})")
     result = {"refit": i, "epochs_run": len(state.history), "n_train": len(ds),
               "seconds": round(sum(h["seconds"] for h in state.history), 1)}
     if held_out is not None:   # its predictions of the faces it never saw: run_cv averages them with the fold's
