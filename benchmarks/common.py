@@ -14,7 +14,7 @@ YTF15 = ROOT.parent / "shared" / "benchmarks" / "ytf15"
 # (folds by rows, the best epoch's weights, one augmentation strength throughout), then what would only add work
 # or change the reported TTA (no refit model, flip TTA alone).
 BEFORE_GROUPED = [x for v in ("folds_by=rows", "fold_weights=best", "aug_end=-1", "refit=0", "tta_shift=0",
-                              "tta_scale=0") for x in ("--set", v)]
+                              "tta_scale=0", "tta_rotate=0") for x in ("--set", v)]
 
 
 def bench_data(arg: str | None, n_train: int = 2000) -> tuple[Path, str]:

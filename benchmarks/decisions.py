@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ["--preset", "default", "--set", "model=regnety_004", "--set", "train_folds=0", "--set", "refit=0",
-            "--set", "fold_weights=best", "--set", "tta_shift=0", "--set", "tta_scale=0", "--set", "aug_end=-1"]
+            "--set", "fold_weights=best", "--set", "tta_shift=0", "--set", "tta_scale=0", "--set", "tta_rotate=0",
+            "--set", "aug_end=-1"]
 
 
 def seeded(name: str, seed: int) -> str:

@@ -304,15 +304,19 @@ def test_cutout_hides_pixels_not_labels_and_aug_end_weakens_the_last_quarter():
 
 
 def test_tta_views_map_back_and_their_weight_is_fitted_in_closed_form():
-    """Shifted and zoomed views: a view's keypoints map back exactly; a stand-in model that finds the centroid
-    of the face's brightness (it moves with the face) predicts the same through every view; the views' weight
-    is the least-squares one."""
+    """Shifted, zoomed and turned views: a view's keypoints map back exactly; a stand-in model that finds the
+    centroid of the face's brightness (it moves with the face) predicts the same through every view, each one
+    alone (a pair of opposite views could hide a wrong mapping in their mean); the views' weight is the
+    least-squares one."""
     from fkd.competition.keypoints import unview, view_matrices, view_weight
     from fkd.device import select_device
     from fkd.learn.models import predict_images, predict_views
 
-    mats = view_matrices(1.5, 0.05)
-    assert len(mats) == 6 and view_matrices(0, 0) == []
+    mats = view_matrices(1.5, 0.05, 14)
+    assert len(mats) == 8 and view_matrices(0, 0) == [] and len(view_matrices(1.5, 0.05)) == 6
+    turn = mats[6][:, :2]
+    assert np.allclose(turn @ turn.T, np.eye(2), atol=1e-6) and np.degrees(np.arctan2(turn[1, 0], turn[0, 0])) == \
+        pytest.approx(14, abs=1e-4) and np.allclose(mats[6] @ (47.5, 47.5, 1), 47.5)   # a turn about the centre
     k = np.random.default_rng(0).uniform(10, 80, (3, 30)).astype(np.float32)
     for m in mats:
         seen = k.reshape(3, 15, 2) @ m[:, :2].T + m[:, 2]         # where the view puts the points
@@ -332,6 +336,9 @@ def test_tta_views_map_back_and_their_weight_is_fitted_in_closed_form():
     plain = predict_images(Centroid(), faces, np.zeros(2, np.int64), dev, None, channels_last=False)
     vp, vm = predict_views(Centroid(), faces, np.zeros(2, np.int64), dev, None, mats, channels_last=False)
     assert np.allclose(vp, plain, atol=0.05)                   # every view, mapped back, agrees
+    for m in mats:
+        one, _ = predict_views(Centroid(), faces, np.zeros(2, np.int64), dev, None, [m], channels_last=False)
+        assert np.allclose(one, plain, atol=0.05), m
     assert np.allclose(vm[:, 0], 95 - plain[:, 0], atol=0.05)  # the mirrored ones are not un-flipped yet
     truth = np.zeros((50, 30))
     assert view_weight(truth + 1, truth, truth) == 1.0 and view_weight(truth, truth + 1, truth) == 0.0

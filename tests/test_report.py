@@ -59,7 +59,7 @@ def test_the_report_says_which_models_a_run_trains():
 
     default = make_config(preset="default")
     assert default.models_line() == ("fold 0 of an 8-fold split + 1 refit model on fold 0's training rows, the epochs "
-                                     "that fit 27 min here (at most 136; minutes past that buy more refit models)")
+                                     "that fit 29 min here (at most 136; minutes past that buy more refit models)")
     assert default.models_line(resolved=True).endswith(", 75 epochs each")
     assert make_config(preset="best").models_line() == (
         "fold 0 of a 4-fold split + 1 refit model on every row, the epochs that fit 110 min here (at most 150; "

@@ -115,11 +115,11 @@ def test_the_presets_keep_the_fingerprints_their_runs_were_named_with():
 
     named = {"quick": "389b59f0", "default": "2b644a12", "best": "7c232373", "baseline": "e339ce45"}
     before = ["folds_by=rows", "fold_weights=best", "aug_end=-1"]   # what the presets were before grouped folds
-    before_of = {"default": [*before, "model=regnety_004", "folds=4", "refit_on=all"]}   # and the default's before
+    before_of = {"default": [*before, "model=regnety_004", "folds=4", "refit_on=all", "budget_min=27"]}   # its before
     assert {p: make_config(preset=p, overrides=before_of.get(p, before)).fingerprint()[:8] for p in named} == named
     old = make_config(preset="default", overrides=before_of["default"]).to_dict()
-    for later in ("folds_by", "group_z", "dup_labels", "fold_weights", "refit", "tta_shift", "tta_scale", "swa",
-                  "rotate", "scale", "cutout", "aug_end", "pseudo", "refit_on"):
+    for later in ("folds_by", "group_z", "dup_labels", "fold_weights", "refit", "tta_shift", "tta_scale", "tta_rotate",
+                  "swa", "rotate", "scale", "cutout", "aug_end", "pseudo", "refit_on"):
         del old[later]                                                    # a config.yaml written before them
     assert config_from_dict(old).folds_by == "rows" and config_from_dict(old).fingerprint()[:8] == "2b644a12"
     assert make_config(preset="default").folds_by == "groups"              # new runs: grouped folds

@@ -62,27 +62,32 @@ def fit_tta_flip_const(tta_pred: np.ndarray, target: np.ndarray, c_used: float) 
     return float(np.clip(c_used + 2 * np.mean(x_t[m] - x_p[m]), c_used - 3, c_used + 3))
 
 
-# --------------------------------------------------------------------- more views: small shifts and zooms
+# --------------------------------------------------------------------- more views: small shifts, zooms, turns
 CENTRE = (COMP.image_size - 1) / 2     # zooms turn about the image's centre in pixel-index coordinates (47.5)
 
 
-def view_matrices(shift: float, scale: float) -> list[np.ndarray]:
-    """2x3 affine maps of the extra TTA views: shifts by +-shift px along x and y, zooms by 1 +- scale about the
-    centre (a view is left out where its amount is 0)."""
+def view_matrices(shift: float, scale: float, rotate: float = 0.0) -> list[np.ndarray]:
+    """2x3 affine maps of the extra TTA views: shifts by +-shift px along x and y, zooms by 1 +- scale and
+    rotations by +-rotate degrees about the centre (a view is left out where its amount is 0). Each comes with its
+    opposite, so a small error in where the labels' centre lies cancels to first order."""
     mats = []
     for dx, dy in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)) if shift else ():
         mats.append(np.array([[1, 0, dx], [0, 1, dy]], np.float32))
     for s in (1 + scale, 1 - scale) if scale else ():
         mats.append(np.array([[s, 0, (1 - s) * CENTRE], [0, s, (1 - s) * CENTRE]], np.float32))
+    for deg in (rotate, -rotate) if rotate else ():
+        c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+        a = np.array([[c, -s], [s, c]])
+        mats.append(np.hstack([a, (CENTRE - a @ (CENTRE, CENTRE))[:, None]]).astype(np.float32))
     return mats
 
 
 def unview(pred: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Keypoints (N, 30) predicted on a view made by the axis-aligned map m, back in the image's coordinates."""
-    k = pred.reshape(len(pred), -1, 2).copy()
-    k[..., 0] = (k[..., 0] - m[0, 2]) / m[0, 0]
-    k[..., 1] = (k[..., 1] - m[1, 2]) / m[1, 1]
-    return k.reshape(pred.shape)
+    """Keypoints (N, 30) predicted on a view made by the affine map m (x' = A x + t), back in the image's
+    coordinates: x = A^-1 (x' - t)."""
+    k = pred.reshape(len(pred), -1, 2).astype(np.float64)
+    back = (k - m[:, 2]) @ np.linalg.inv(m[:, :2].astype(np.float64)).T
+    return back.reshape(pred.shape).astype(pred.dtype)
 
 
 def view_weight(flip_tta: np.ndarray, views_tta: np.ndarray, target: np.ndarray) -> float:

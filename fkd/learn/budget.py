@@ -86,7 +86,7 @@ def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0
     refit_epoch_s = n_refit * s["train_img_s"] + s["checkpoint_s"]    # its rows (refit_pseudo keeps the steps)
     # after training: each fold predicts its validation rows twice (plain, mirrored), then every model of the
     # submission predicts the test set with flip TTA
-    views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale))   # the plain face and the extra TTA views
+    views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate))   # the plain face + extra TTA views
     held_out = folds + (cfg.refit if cfg.refit_on == "fold" else 0)   # models that predict the fold's faces once
     fixed = (held_out * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * s["eval_img_s"]
     if cfg.refit_pseudo and cfg.refit:   # the fold models label the test faces for the refits, with flip TTA

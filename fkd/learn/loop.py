@@ -283,7 +283,7 @@ def predict_held_out(model, cfg: Config, data: CompetitionData, rows: np.ndarray
     x, s = data.images[rows], data.source[rows]
     plain = predict_images(model, x, s, dev, amp, channels_last=cfg.channels_last)
     mirrored = predict_images(model, np.ascontiguousarray(x[:, :, ::-1]), s, dev, amp, channels_last=cfg.channels_last)
-    mats = view_matrices(cfg.tta_shift, cfg.tta_scale)
+    mats = view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate)
     views = predict_views(model, x, s, dev, amp, mats, cfg.channels_last) if mats else None
     runfiles.write_fold_predictions(out_dir, rows, plain, mirrored, views)
     return plain, mirrored, views

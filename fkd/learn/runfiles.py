@@ -71,7 +71,7 @@ def tta_views(cfg: Config, cv: dict) -> tuple[list, float]:
     from ..competition.keypoints import view_matrices
 
     w = cv.get("tta_views_weight") or 0.0
-    return (view_matrices(cfg.tta_shift, cfg.tta_scale), w) if w > 0 else ([], 0.0)
+    return (view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate), w) if w > 0 else ([], 0.0)
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
