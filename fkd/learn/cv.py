@@ -190,7 +190,7 @@ def score_oof(cfg: Config, data: CompetitionData, folds: np.ndarray, run_dir: Pa
                                                      cfg.flip_const)
     oof_tta = tta_average(plain, mirrored, c_tta)
     flip_only, w = rmse_masked(oof_tta[sel], y), 0.0
-    if views is not None:                          # more views: shifted and zoomed faces, weighted out of fold
+    if views is not None:                          # more views: shifted/zoomed/turned, weighted out of fold
         views_tta = tta_average(*views, c_tta)
         w = view_weight(oof_tta[sel], views_tta[sel], y)
         oof_tta = (1 - w) * oof_tta + w * views_tta
@@ -230,7 +230,7 @@ def format_cv(cv: dict) -> str:
                          "and compare the CV")
     lines.insert(4, folds_line(cv))
     if cv.get("tta_views_weight"):
-        lines.insert(5, f"TTA: the flip alone {cv['cv_rmse_flip_only']:.4f}; with the shifted and zoomed views "
+        lines.insert(5, f"TTA: the flip alone {cv['cv_rmse_flip_only']:.4f}; with the extra views (shifted, zoomed, turned) "
                         f"(weight {cv['tta_views_weight']:.2f}, fitted out of fold) {cv['cv_rmse_tta']:.4f}")
     if cv.get("submission"):
         lines.insert(5, f"submission averages {', '.join(cv['submission']['models'])}; this CV is "
