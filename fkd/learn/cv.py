@@ -231,7 +231,7 @@ def format_cv(cv: dict) -> str:
     lines.insert(4, folds_line(cv))
     if cv.get("tta_views_weight"):
         lines.insert(5, f"TTA: the flip alone {cv['cv_rmse_flip_only']:.4f}; with the extra views (shifted, zoomed, "
-                        f"turned) (weight {cv['tta_views_weight']:.2f}, fitted out of fold) {cv['cv_rmse_tta']:.4f}")
+                        f"turned; weight {cv['tta_views_weight']:.2f}, fitted out of fold) {cv['cv_rmse_tta']:.4f}")
     if cv.get("submission"):
         lines.insert(5, f"submission averages {', '.join(cv['submission']['models'])}; this CV is "
                         f"{cv['submission']['cv_estimates']}")
