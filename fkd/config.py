@@ -60,6 +60,7 @@ class Config:
     epochs_max: int = 0            # a budget buys at most this many epochs a model (0 = no cap); the minutes left
                                    # over buy more refit models of that length, up to refit_max (fkd/learn/budget.py)
     refit_max: int = 4             # the most refit models in all once a budget meets epochs_max
+    refit_epochs: int = 0          # the refit models' epochs (0 = epochs); a budget sets them from the folds' speed
     batch_size: int = 64
     lr: float = 2e-3
     optimizer: str = "adamw"       # a name from fkd.learn.optim.OPTIMIZERS: adamw | adam
@@ -134,8 +135,9 @@ class Config:
         budget = self.budget_min > 0 and not resolved
         runs = blend_models(self)
         cap = f" (at most {self.epochs_max}; minutes past that buy more refit models)" if self.epochs_max else ""
-        return (f"{folds}{refit}, " + (f"the epochs that fit {self.budget_min:g} min here{cap}" if budget
-                                       else f"{self.epochs} epochs each")
+        each = (f"{self.epochs} epochs a fold model, {self.refit_epochs} a refit model" if self.refit_epochs and
+                self.refit else f"{self.epochs} epochs each")
+        return (f"{folds}{refit}, " + (f"the epochs that fit {self.budget_min:g} min here{cap}" if budget else each)
                 + (f"; a run each for {', '.join(runs)}, the minutes shared" if len(runs) > 1 else ""))
 
     def fold_seed(self) -> int:
@@ -160,7 +162,7 @@ class Config:
 # and refit_max, like the machine's speed, only shape what a budget resolves, which config.yaml records once.)
 NON_TRAINING = {"name", "runs_dir", "data_dir", "tta", "tta_flip_const", "device", "workers", "threads",
                 "train_folds", "preset", "refit", "refit_max", "epochs_max", "tta_shift", "tta_scale",
-                "tta_rotate", "blend"}
+                "tta_rotate", "blend", "refit_epochs"}
 
 
 # Fields added after runs existed, with the value every earlier run trained with (for these, the field's default):

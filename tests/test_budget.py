@@ -97,3 +97,54 @@ def test_refit_models_on_the_folds_rows_cost_what_those_rows_cost():
         epochs, fold_epoch_s = budget.epochs_for(cfg, data, s)
         assert fold_epoch_s == 750 * 1e-3
         assert epochs == int(10 * 60 * 0.9 // ((750 + refit_rows) * 1e-3)), on
+
+
+def test_the_refit_models_get_the_minutes_the_folds_left_at_the_speed_they_trained():
+    """After the folds, the refit models' epochs come from the folds' own seconds (the probe read a slow moment or
+    a fast one), with what is left of the budget: more where the folds ran faster than planned, fewer where slower
+    but never under half the planned epochs, at most epochs_max; none re-timed without a plan (a resumed run)."""
+    data = SimpleNamespace(images=np.zeros((1000, 1)), test_images=np.zeros((500, 1)))
+    probe = {"train_img_s": 1e-3, "eval_img_s": 0.0, "checkpoint_s": 0.0}       # only training costs
+    cfg = make_config(overrides=["budget_min=10", "refit=1", "folds=4", "train_folds=0", "refit_on=fold",
+                                 "epochs_max=0"])
+    planned = budget.epochs_for(cfg, data, probe)[0]           # 360: 540 s for two models of 750 rows at 1 ms
+    cfg = replace(cfg, epochs=planned)
+
+    def retimed(fold_s_per_img, c=cfg):                         # the fold trained `planned` epochs at that speed
+        fold_s = planned * 750 * fold_s_per_img
+        plan = {"probe": probe, "started": time.time() - fold_s}
+        results = [{"seconds": fold_s, "epochs_run": planned, "n_train": 750}]
+        return budget.retime_refits(c, data, plan, results).refit_epochs
+
+    assert planned == 360
+    assert abs(retimed(0.8e-3) - (540 - 360 * 750 * 0.8e-3) / (750 * 0.8e-3)) <= 1   # faster: 540 epochs, not 360
+    assert 180 < retimed(1.1e-3) < 360                           # slower than planned: fewer, to keep the minutes
+    assert retimed(2e-3) == 180                                  # never under half the planned epochs
+    assert retimed(0.8e-3, replace(cfg, epochs_max=400)) == 400  # at most the cap
+    assert budget.retime_refits(cfg, data, None, []).refit_epochs == 0                # a resumed run: as recorded
+    assert "360 epochs a fold model, 540 a refit model" in replace(cfg, refit_epochs=540).models_line(resolved=True)
+
+
+def test_a_budgeted_run_records_the_refit_epochs_it_retimed_and_a_rerun_keeps_them(practice_dir, tmp_path,
+                                                                                  monkeypatch, capsys, trains):
+    """The probe reads a machine far slower than it is: the fold gets few epochs, the refit model the
+    minutes the fold left (at most epochs_max), recorded in config.yaml before it trains; the CV still averages
+    both models on fold 0's faces, and the same command again trains nothing."""
+    from fkd.learn.cv import run_cv
+    from fkd.learn.runfiles import load_run
+
+    monkeypatch.setattr(budget, "probe_speed", lambda *_: {"train_img_s": 0.2, "eval_img_s": 1e-4,
+                                                            "checkpoint_s": 1e-3})
+    sets = ["model=baseline", "folds=4", "train_folds=0", "refit=1", "refit_on=fold", "batch_size=16",
+            "limit_train=96", "aug=0", "budget_min=0.5", "epochs_max=6", "workers=0"]
+    cfg = make_config(preset="quick", overrides=sets, data_dir=str(practice_dir), runs_dir=str(tmp_path / "runs"))
+    cv = run_cv(cfg, progress=False)
+    saved, _ = load_run(cfg.run_dir())
+    assert saved.epochs == 1 and saved.refit_epochs == 6              # 30 s at 0.2 s an image buy one epoch
+    assert [r["epochs_run"] for r in cv["refit_results"]] == [6] and cv["fold_results"][0]["epochs_run"] == 1
+    assert "so the 1 refit model(s) get 6 epochs" in capsys.readouterr().out
+    assert cv["submission"]["models"] == ["fold0", "refit0"] and "fold_model_alone" in cv
+
+    monkeypatch.setattr(budget, "retime_refits", lambda *_: (_ for _ in ()).throw(AssertionError("re-timed")))
+    again = run_cv(cfg, progress=False)
+    assert again["cv_rmse"] == cv["cv_rmse"] and "as resolved when" in capsys.readouterr().out

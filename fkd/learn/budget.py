@@ -24,7 +24,13 @@ from .optim import make_optimizer
 
 
 def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
-    """cfg with the epochs that fit cfg.budget_min minutes on this machine, decided once per run.
+    """cfg with the epochs that fit cfg.budget_min minutes on this machine (plan_budget without its plan)."""
+    return plan_budget(cfg, data)[0]
+
+
+def plan_budget(cfg: Config, data: CompetitionData) -> tuple[Config, dict | None]:
+    """cfg with the epochs that fit cfg.budget_min minutes on this machine, decided once per run, and the plan
+    (the probe's figures, when the minutes began) that retime_refits needs, or None for a run that began before.
 
     A run that exists already keeps the epochs its config.yaml recorded (a resumed or extended run never
     re-times). Otherwise a few training steps after warm-up and a validation pass are timed here, and every
@@ -41,7 +47,7 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
         refit = max(cfg.refit, saved.refit) if cfg.refit else 0
         print(f"budget {cfg.budget_min:g} min: {saved.epochs} epochs a model, {refit} refit model(s), as resolved "
               f"when {cfg.run_name()} began (config.yaml)", flush=True)
-        return dataclasses.replace(cfg, epochs=saved.epochs, refit=refit)
+        return dataclasses.replace(cfg, epochs=saved.epochs, refit=refit, refit_epochs=saved.refit_epochs), None
     t_start = time.time()
     s = probe_speed(cfg, data)
     epochs, refit, fold_epoch_s, bought = models_for(cfg, data, s, spent_s=time.time() - t_start)
@@ -52,7 +58,39 @@ def resolve_budget(cfg: Config, data: CompetitionData) -> Config:
     print(f"budget {cfg.budget_min:g} min: {epochs} epochs a model x {folds} fold(s){refits} (measured here: "
           f"{1 / s['train_img_s']:.0f} training img/s, {1 / s['eval_img_s']:.0f} prediction img/s, "
           f"{fold_epoch_s:.1f} s a fold epoch; 10 % margin{capped})", flush=True)
-    return dataclasses.replace(cfg, epochs=epochs, refit=refit)
+    return dataclasses.replace(cfg, epochs=epochs, refit=refit), {"probe": s, "started": t_start}
+
+
+def retime_refits(cfg: Config, data: CompetitionData, plan: dict | None, results: list[dict]) -> Config:
+    """cfg with the refit models' epochs (refit_epochs) that the minutes left buy, timed on the trained folds.
+
+    The probe times a few seconds of training, and this machine's speed drifts by a quarter over minutes (ytf15,
+    the default: a probe read 229 training img/s, the fold then trained at ~270, and `make submit` ended after 23
+    of its 29 minutes). Once the folds are trained their own seconds are the best measure there is, so the
+    refit models get what is left of the budget at that speed: more epochs, or fewer where the folds ran slower
+    than planned, but never under half the planned ones (a model of a few epochs would spoil the average more than a
+    late minute costs), at most epochs_max. Only in the process that probed (a resumed run keeps what config.yaml
+    recorded); the CV is unchanged by it (refit_on=fold: it scores the refit models as trained)."""
+    if plan is None or not cfg.refit or not results:
+        return cfg
+    n_val = len(data.images) / cfg.folds
+    per_img = sum(r["seconds"] for r in results) / sum(r["epochs_run"] * r["n_train"] for r in results)
+    n_refit = len(data.images) - (n_val if cfg.refit_on == "fold" else 0) + (len(data.test_images) if cfg.pseudo else 0)
+    probe = plan["probe"]
+    refit_epoch_s = n_refit * per_img + probe["checkpoint_s"]
+    views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate))
+    held_out = cfg.refit if cfg.refit_on == "fold" else 0       # what prediction is left (as epochs_for counts it)
+    folds = len(cfg.trained_folds())
+    fixed = (held_out * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * probe["eval_img_s"]
+    left = cfg.budget_min * 60 * 0.9 - (time.time() - plan["started"]) - fixed
+    epochs = max(1, cfg.epochs // 2, int(left // (cfg.refit * refit_epoch_s)))
+    epochs = min(epochs, cfg.epochs_max) if cfg.epochs_max else epochs
+    planned = n_refit * probe["train_img_s"] + probe["checkpoint_s"]
+    print(f"budget {cfg.budget_min:g} min: the trained folds ran at {1 / per_img:.0f} training img/s (the probe: "
+          f"{1 / probe['train_img_s']:.0f}), so the {cfg.refit} refit model(s) get {epochs} epochs, "
+          f"{refit_epoch_s:.1f} s each (planned: {cfg.epochs} at {planned:.1f} s), for the {left / 60:.1f} min "
+          "left (config.yaml)", flush=True)
+    return dataclasses.replace(cfg, refit_epochs=epochs)
 
 
 def models_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0) -> tuple[int, int, float, int]:

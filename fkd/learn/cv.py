@@ -10,6 +10,7 @@ constant fitted out of fold in closed form (fkd.competition.keypoints.fit_tta_fl
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..competition.metric import bootstrap_se, breakdown, mean_baseline, pooled,
 from ..config import Config, training_fields
 from ..errors import FkdError
 from . import runfiles
-from .budget import resolve_budget
+from .budget import plan_budget, retime_refits
 from .loop import train_fold
 from .parallel import train_side_by_side, workers_for
 from .refit import train_refit, what_is_submitted
@@ -118,8 +119,9 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     if cfg.teacher:  # a teacher on other data or another split is refused here, before any timing or training
         from .teacher import check_teacher
         check_teacher(cfg, data, split(cfg, data).folds)
+    plan = None
     if cfg.budget_min > 0:
-        cfg = resolve_budget(cfg, data)
+        cfg, plan = plan_budget(cfg, data)
     run_dir, s = prepare_run(cfg, data)
     folds = s.folds
     atomic.sweep(run_dir)  # killed writers' temps, also in fold folders this invocation does not train
@@ -134,7 +136,11 @@ def run_cv(cfg: Config, report: Callable[[int, float], None] | None = None, prog
     cv = score_oof(cfg, data, folds, run_dir, which, results)
     unfinished = any(not (run_dir / f"refit{i}" / "result.json").is_file() for i in range(cfg.refit))
     teach, pseudo = refit_teaching(cfg, data, run_dir, which, cv) if unfinished else (None, None)
-    refits = [train_refit(cfg, data, i, run_dir, folds, teach=teach, pseudo=pseudo, progress=progress)
+    if unfinished and plan is not None and cfg.refit:   # the minutes left, at the speed the folds trained
+        cfg = retime_refits(cfg, data, plan, results)
+        runfiles.save_run_config(cfg, run_dir, runfiles.read_run_meta(run_dir) | {"config": cfg.to_dict()})
+    rcfg = dataclasses.replace(cfg, epochs=cfg.refit_epochs or cfg.epochs)
+    refits = [train_refit(rcfg, data, i, run_dir, folds, teach=teach, pseudo=pseudo, progress=progress)
               for i in range(cfg.refit)]
     if cfg.refit and cfg.refit_on == "fold":   # every model held these faces out: score the submission's average
         alone = {k: cv[k] for k in ("cv_rmse", "cv_rmse_no_tta", "cv_rmse_tta")}
