@@ -201,7 +201,7 @@ PRESETS: dict[str, dict] = {
     # most 136 epochs a model (two of 136 beat one of 268 out of fold): a faster machine trains more refit models
     "default": dict(model="regnetx_002", head="simcc", folds=8, train_folds=(0,), refit=1, refit_on="fold", epochs=75,
                     budget_min=29.0, epochs_max=136, batch_size=64, lr=2e-3, flip_const=97.0, loss="l1",
-                    fold_weights="last", tta_shift=1.5, tta_scale=0.05, aug_end=0.5),
+                    fold_weights="last", tta_shift=1.5, tta_scale=0.05, tta_rotate=14.0, aug_end=0.5),
     # the same design on 110 minutes (`make submit` within 2 hours), two backbones: a run of resnet18 and one of
     # regnety_004, each on 55 minutes (fold 0 for the estimate, one model on every row), SimCC with EMA weights, the
     # four models averaged equally (past ~100 epochs a longer schedule stopped paying; a second backbone beat a second
