@@ -314,7 +314,8 @@ def validate(cfg: Config) -> None:
         (not (cfg.refit and cfg.refit_on == "fold" and len(cfg.trained_folds()) != 1),
          "refit_on=fold holds out the trained fold's faces from the refit models: train one fold "
          "(--set train_folds=0), or --set refit_on=all"),
-        (cfg.epochs_max >= 0 and 0 <= cfg.refit_max <= 8, "epochs_max must be >= 0 and refit_max in 0..8"),
+        (min(cfg.epochs_max, cfg.refit_epochs) >= 0 and 0 <= cfg.refit_max <= 8,
+         "epochs_max and refit_epochs must be >= 0 and refit_max in 0..8"),
         (not (cfg.refit and cfg.teacher and cfg.teacher_weight > 0),
          "refit with teacher labels of the training rows is not supported (no teacher fold is nested for a model of "
          "every row); --set teacher_weight=0 keeps the pseudo-labelled test faces only"),

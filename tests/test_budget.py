@@ -4,9 +4,11 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from fkd.competition.data import load_data
 from fkd.config import make_config, replace
+from fkd.errors import FkdError
 from fkd.learn import budget
 
 
@@ -123,6 +125,8 @@ def test_the_refit_models_get_the_minutes_the_folds_left_at_the_speed_they_train
     assert retimed(0.8e-3, replace(cfg, epochs_max=400)) == 400  # at most the cap
     assert budget.retime_refits(cfg, data, None, []).refit_epochs == 0                # a resumed run: as recorded
     assert "360 epochs a fold model, 540 a refit model" in replace(cfg, refit_epochs=540).models_line(resolved=True)
+    with pytest.raises(FkdError, match="refit_epochs must be >= 0"):
+        make_config(overrides=["refit_epochs=-1"])
 
 
 def test_a_budgeted_run_records_the_refit_epochs_it_retimed_and_a_rerun_keeps_them(practice_dir, tmp_path,
