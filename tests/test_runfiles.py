@@ -130,9 +130,9 @@ def test_the_presets_submit_the_tta_views_they_were_measured_with():
     """default: the flip + views shifted, zoomed and turned by +-14 degrees (the turns decided on held-out faces,
     docs/ablations.md); best: shifted and zoomed only (not measured with turns). A preset edit that drops a view
     set changes what `make submit` uploads, and the README's figures with it."""
-    from fkd.competition.keypoints import view_matrices
+    from fkd.competition.keypoints import views_of
 
     views = {p: make_config(preset=p) for p in ("default", "best")}
-    assert {p: len(view_matrices(c.tta_shift, c.tta_scale, c.tta_rotate)) for p, c in views.items()} == \
+    assert {p: len(views_of(c)) for p, c in views.items()} == \
         {"default": 8, "best": 6}
     assert views["default"].tta_rotate == 14

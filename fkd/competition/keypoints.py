@@ -82,6 +82,11 @@ def view_matrices(shift: float, scale: float, rotate: float = 0.0) -> list[np.nd
     return mats
 
 
+def views_of(cfg) -> list[np.ndarray]:
+    """The extra TTA views a config asks for (its tta_shift, tta_scale and tta_rotate fields)."""
+    return view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate)
+
+
 def unview(pred: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Keypoints (N, 30) predicted on a view made by the affine map m (x' = A x + t), back in the image's
     coordinates: x = A^-1 (x' - t)."""

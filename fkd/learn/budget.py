@@ -12,7 +12,7 @@ import time
 import torch
 
 from ..competition.data import CompetitionData
-from ..competition.keypoints import view_matrices
+from ..competition.keypoints import views_of
 from ..config import Config
 from ..device import select_device
 from . import runfiles
@@ -73,15 +73,11 @@ def retime_refits(cfg: Config, data: CompetitionData, plan: dict | None, results
     recorded); the CV is unchanged by it (refit_on=fold: it scores the refit models as trained)."""
     if plan is None or not cfg.refit or not results:
         return cfg
-    n_val = len(data.images) / cfg.folds
     per_img = sum(r["seconds"] for r in results) / sum(r["epochs_run"] * r["n_train"] for r in results)
-    n_refit = len(data.images) - (n_val if cfg.refit_on == "fold" else 0) + (len(data.test_images) if cfg.pseudo else 0)
-    probe = plan["probe"]
+    n_refit, probe = refit_faces(cfg, data), plan["probe"]
     refit_epoch_s = n_refit * per_img + probe["checkpoint_s"]
-    views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate))
     held_out = cfg.refit if cfg.refit_on == "fold" else 0       # what prediction is left (as epochs_for counts it)
-    folds = len(cfg.trained_folds())
-    fixed = (held_out * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * probe["eval_img_s"]
+    fixed = prediction_s(cfg, data, probe["eval_img_s"], held_out)
     left = cfg.budget_min * 60 * 0.9 - (time.time() - plan["started"]) - fixed
     epochs = max(1, cfg.epochs // 2, int(left // (cfg.refit * refit_epoch_s)))
     epochs = min(epochs, cfg.epochs_max) if cfg.epochs_max else epochs
@@ -119,20 +115,31 @@ def epochs_for(cfg: Config, data: CompetitionData, s: dict, spent_s: float = 0.0
                             else len(data.test_images))     # pseudo rows train too
     n_train = n - n_val
     fold_epoch_s = n_train * s["train_img_s"] + n_val * s["eval_img_s"] + s["checkpoint_s"]
-    n_refit = (len(data.images) - (n_val if cfg.refit_on == "fold" else 0)
-               + (len(data.test_images) if cfg.pseudo else 0))
-    refit_epoch_s = n_refit * s["train_img_s"] + s["checkpoint_s"]    # its rows (refit_pseudo keeps the steps)
-    # after training: each fold predicts its validation rows twice (plain, mirrored), then every model of the
-    # submission predicts the test set with flip TTA
-    views = 1 + len(view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate))   # the plain face + extra TTA views
+    refit_epoch_s = refit_faces(cfg, data) * s["train_img_s"] + s["checkpoint_s"]  # (refit_pseudo keeps the steps)
     held_out = folds + (cfg.refit if cfg.refit_on == "fold" else 0)   # models that predict the fold's faces once
-    fixed = (held_out * 2 * n_val + (folds + cfg.refit) * 2 * len(data.test_images)) * views * s["eval_img_s"]
+    fixed = prediction_s(cfg, data, s["eval_img_s"], held_out)
     if cfg.refit_pseudo and cfg.refit:   # the fold models label the test faces for the refits, with flip TTA
         fixed += folds * 2 * len(data.test_images) * s["eval_img_s"]
     if cfg.teacher:  # each fold's teacher labels: its training rows predicted with flip TTA (a like-sized model)
         fixed += folds * 2 * n_train * s["eval_img_s"]
     left = cfg.budget_min * 60 * 0.9 - fixed - spent_s
     return max(1, int(left // (folds * fold_epoch_s + cfg.refit * refit_epoch_s))), fold_epoch_s
+
+
+def refit_faces(cfg: Config, data: CompetitionData) -> float:
+    """The faces a refit model trains on an epoch: every training row, less fold 0's with refit_on=fold, plus the
+    test faces with pseudo labels."""
+    held = len(data.images) / cfg.folds if cfg.refit_on == "fold" else 0
+    return len(data.images) - held + (len(data.test_images) if cfg.pseudo else 0)
+
+
+def prediction_s(cfg: Config, data: CompetitionData, eval_img_s: float, held_out: int) -> float:
+    """Seconds of prediction after training: `held_out` models predict the fold's faces, plain and mirrored, then
+    every model of the submission predicts the test faces with flip TTA; each face in every extra TTA view too."""
+    views = 1 + len(views_of(cfg))
+    faces = held_out * 2 * len(data.images) / cfg.folds + (len(cfg.trained_folds()) + cfg.refit) * 2 * len(
+        data.test_images)
+    return faces * views * eval_img_s
 
 
 PROBE_WARMUP, PROBE_WINDOWS, PROBE_STEPS = 2, 4, 5   # steps before timing; timed windows of steps (fastest kept)

@@ -23,7 +23,7 @@ import torch
 
 from .. import atomic
 from ..competition.data import CompetitionData
-from ..competition.keypoints import tta_average, view_matrices
+from ..competition.keypoints import tta_average, views_of
 from ..competition.metric import rmse_masked, source_means
 from ..config import Config
 from ..cores import SHARE_EVERY, register_trainer, share_cores_now
@@ -283,7 +283,7 @@ def predict_held_out(model, cfg: Config, data: CompetitionData, rows: np.ndarray
     x, s = data.images[rows], data.source[rows]
     plain = predict_images(model, x, s, dev, amp, channels_last=cfg.channels_last)
     mirrored = predict_images(model, np.ascontiguousarray(x[:, :, ::-1]), s, dev, amp, channels_last=cfg.channels_last)
-    mats = view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate)
+    mats = views_of(cfg)
     views = predict_views(model, x, s, dev, amp, mats, cfg.channels_last) if mats else None
     runfiles.write_fold_predictions(out_dir, rows, plain, mirrored, views)
     return plain, mirrored, views

@@ -68,10 +68,10 @@ def tta_constant(cfg: Config, cv: dict) -> float:
 
 def tta_views(cfg: Config, cv: dict) -> tuple[list, float]:
     """The extra TTA views and their weight fitted out of fold (cv.json); ([], 0) where the run has none."""
-    from ..competition.keypoints import view_matrices
+    from ..competition.keypoints import views_of
 
     w = cv.get("tta_views_weight") or 0.0
-    return (view_matrices(cfg.tta_shift, cfg.tta_scale, cfg.tta_rotate), w) if w > 0 else ([], 0.0)
+    return (views_of(cfg), w) if w > 0 else ([], 0.0)
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
