@@ -27,12 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from common import bench_data
-from nested import outer_split
-from tta_views import mean_of, predictions
+from tta_views import held_out_faces, mean_of, predictions
 
 from fkd.competition import COMP
-from fkd.competition.data import load_data
 from fkd.competition.keypoints import fit_tta_flip_const, tta_average, unview, view_matrices, view_weight
 from fkd.competition.metric import rmse_masked
 from fkd.device import select_device
@@ -82,12 +79,8 @@ def main() -> None:
     views = {"views": view_matrices(1.5, 0.05, a.rotate)}
     held = None
     if a.nested:
-        src, _ = bench_data(a.data_dir)
-        _, te, full = outer_split(src, a.split_seed)
-        nested = load_data(a.nested)
-        if not np.array_equal(nested.test_images, full.images[te]):
-            sys.exit(f"{a.nested}: its test faces are not fold 0 of {src} at split {a.split_seed}")
-        held = (nested.test_images, nested.test_source, full.keypoints[te])
+        nested, labels = held_out_faces(a.nested, a.data_dir, a.split_seed)
+        held = (nested.test_images, nested.test_source, labels)
     dev, amp = select_device("auto", "auto")
     for run in map(Path, a.runs):
         cfg, _ = load_run(run)

@@ -63,6 +63,17 @@ def scores(p: dict, y: np.ndarray, c: float, weights: dict) -> dict:
     return out
 
 
+def held_out_faces(nested_dir: str, data_dir: str | None, split_seed: int):
+    """(the nested folder's data, its test faces' true labels): the faces `benchmarks/nested.py make` held out of
+    the competition at data_dir (default ytf15), checked to be fold 0 of it at split_seed."""
+    src, _ = bench_data(data_dir)
+    _, te, full = outer_split(src, split_seed)
+    nested = load_data(nested_dir)
+    if not np.array_equal(nested.test_images, full.images[te]):
+        sys.exit(f"{nested_dir}: its test faces are not fold 0 of {src} at split {split_seed}")
+    return nested, full.keypoints[te]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="finished runs (folders)")
@@ -73,14 +84,7 @@ def main() -> None:
     a = ap.parse_intermixed_args()
     sets = {"shift+zoom": view_matrices(1.5, 0.05)}
     sets.update({f"+turn {d:g}": view_matrices(1.5, 0.05, d) for d in map(float, a.rotate.split(","))})
-    held = None
-    if a.nested:
-        src, _ = bench_data(a.data_dir)
-        _, te, full = outer_split(src, a.split_seed)
-        nested = load_data(a.nested)
-        if not np.array_equal(nested.test_images, full.images[te]):
-            sys.exit(f"{a.nested}: its test faces are not fold 0 of {src} at split {a.split_seed}")
-        held = (nested, full.keypoints[te])
+    held = held_out_faces(a.nested, a.data_dir, a.split_seed) if a.nested else None
     dev, amp = select_device("auto", "auto")
     for run in map(Path, a.runs):
         cfg, _ = load_run(run)
