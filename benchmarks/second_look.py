@@ -61,9 +61,7 @@ def look_again(models, images, source, first, mean, turn_only, c, dev, amp) -> n
     mats = [upright(p.reshape(-1, 2)[COMMON_POINTS], mean[COMMON_POINTS], turn_only) for p in first]
     warped = np.stack([cv2.warpAffine(f, m, f.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                        for f, m in zip(images, mats)])
-    mirror = np.ascontiguousarray(warped[:, :, ::-1])
-    p = np.mean([tta_average(predict_images(m, warped, source, dev, amp), predict_images(m, mirror, source, dev, amp),
-                             c) for m in models], 0)
+    p = np.mean([predict_images(m, warped, source, dev, amp, tta=True, flip_const=c) for m in models], 0)
     return np.concatenate([unview(p[i:i + 1], m) for i, m in enumerate(mats)])
 
 
